@@ -1,0 +1,68 @@
+"""Write a bundle: stage every file next to the output, checksum it, write the manifest, then move it in.
+
+The output directory only ever holds a complete bundle: files are written into a hidden staging directory
+beside it and renamed into place at the end. An existing bundle is replaced only with ``force=True``, and
+only after the new one is complete.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from mbert_edge_export.errors import ExportError
+
+from mbert_edge.bundle import sha256_file
+from mbert_edge.manifest import MANIFEST_NAME, FileEntry, Manifest
+
+log = logging.getLogger(__name__)
+
+
+def check_output(output: Path, force: bool) -> None:
+    """Fail early, before any work, when ``output`` exists and may not be replaced."""
+    if output.exists() and not output.is_dir():
+        raise ExportError(f"{output} exists and is a file; choose another output directory")
+    if output.is_dir() and any(output.iterdir()) and not force:
+        raise ExportError(f"{output} already exists and is not empty; pass --force to replace it, or choose another")
+
+
+@contextmanager
+def staging_dir(output: Path) -> Iterator[Path]:
+    """A temporary directory on the same filesystem as ``output`` (so the final rename is atomic)."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def file_entry(stage: Path, name: str, role: str, **model_fields: str) -> FileEntry:
+    """Checksum a staged file into its manifest entry."""
+    p = stage / name
+    return FileEntry(path=name, role=role, size=p.stat().st_size, sha256=sha256_file(p), **model_fields)
+
+
+def commit(stage: Path, manifest: Manifest, output: Path, force: bool) -> Path:
+    """Write the manifest into ``stage`` and move the finished bundle to ``output``."""
+    manifest.write(stage / MANIFEST_NAME)
+    check_output(output, force)
+    old = None
+    if output.exists():
+        old = output.with_name(f".{output.name}.old-{os.getpid()}")
+        output.rename(old)
+    try:
+        stage.rename(output)
+    except OSError:
+        if old is not None:
+            old.rename(output)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    log.info("bundle written to %s", output)
+    return output

@@ -1,0 +1,82 @@
+"""mbert-edge runtime: load an exported bundle and predict with low latency.
+
+    >>> import mbert_edge
+    >>> model = mbert_edge.load("bundles/e5-small")
+    >>> model.embed(["Hello world", "Hallo Welt"]).shape
+    (2, 384)
+
+The runtime needs only numpy, onnxruntime and tokenizers; it never imports torch or transformers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mbert_edge import backends
+from mbert_edge.bundle import Bundle
+from mbert_edge.errors import (
+    BackendUnavailableError,
+    BundleError,
+    BundleFormatError,
+    BundleIntegrityError,
+    BundleNotFoundError,
+    InvalidInputError,
+    MbertEdgeError,
+    TextTooLongError,
+    UnsupportedFormatVersionError,
+    WrongTaskError,
+)
+from mbert_edge.manifest import FORMAT_VERSION, Manifest
+from mbert_edge.predictor import Predictor
+from mbert_edge.tokenizer import BundleTokenizer
+
+__version__ = "0.1.0"
+
+
+def load(
+    path: str | Path,
+    backend: str = "auto",
+    threads: int | None = None,
+    *,
+    precision: str | None = None,
+    truncation: bool = True,
+    verify: bool = True,
+) -> Predictor:
+    """Open the bundle at ``path`` and return a ready :class:`Predictor`.
+
+    Args:
+        path: a bundle directory written by ``mbert-edge export``.
+        backend: ``"auto"`` (the best installed backend with a file in the bundle) or a backend name
+            (``"onnxruntime"``, alias ``"cpu"``).
+        threads: CPU threads for one call (default: the runtime's choice, the physical cores).
+        precision: run the model file of this precision (``"fp32"``, ...) instead of the backend's favourite.
+        truncation: cut texts longer than the bundle's ``max_length`` tokens (default); with ``False`` such
+            a text raises :class:`TextTooLongError`.
+        verify: check every file's SHA-256 against the manifest (default). ``False`` checks sizes only.
+    """
+    bundle = Bundle.open(path, verify=verify)
+    backend_cls, entry = backends.choose(backend, bundle.manifest.model_files(), precision)
+    tokenizer = BundleTokenizer(
+        bundle.file_path(bundle.manifest.tokenizer_file()), bundle.manifest.max_length, truncation=truncation
+    )
+    return Predictor(bundle, backend_cls(bundle.file_path(entry), threads=threads), entry, tokenizer)
+
+
+__all__ = [
+    "FORMAT_VERSION",
+    "BackendUnavailableError",
+    "Bundle",
+    "BundleError",
+    "BundleFormatError",
+    "BundleIntegrityError",
+    "BundleNotFoundError",
+    "InvalidInputError",
+    "Manifest",
+    "MbertEdgeError",
+    "Predictor",
+    "TextTooLongError",
+    "UnsupportedFormatVersionError",
+    "WrongTaskError",
+    "__version__",
+    "load",
+]

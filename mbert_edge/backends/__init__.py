@@ -1,0 +1,62 @@
+"""Backends that run a bundle's model, and the choice among them (``backend="auto"``).
+
+To add one (TensorRT, ONNX Runtime CUDA, ...): subclass :class:`~mbert_edge.backends.base.Backend` and add
+it to :data:`REGISTRY`, most preferred first. Backends are imported when chosen, so a missing optional
+library never breaks ``import mbert_edge``.
+"""
+
+from __future__ import annotations
+
+from mbert_edge.backends.base import Backend
+from mbert_edge.backends.onnxruntime import OnnxRuntimeCPUBackend
+from mbert_edge.errors import BackendUnavailableError
+from mbert_edge.manifest import FileEntry
+
+#: every backend by name; "auto" tries them in this order
+REGISTRY: dict[str, type[Backend]] = {
+    OnnxRuntimeCPUBackend.name: OnnxRuntimeCPUBackend,
+}
+ALIASES = {"cpu": OnnxRuntimeCPUBackend.name, "ort": OnnxRuntimeCPUBackend.name}
+
+
+def choose(name: str, files: list[FileEntry], precision: str | None = None) -> tuple[type[Backend], FileEntry]:
+    """Pick the backend class and the model file to run.
+
+    ``name`` is a registered name, an alias, or ``"auto"`` (the first available backend, in
+    :data:`REGISTRY` order, that has a runnable file in the bundle).
+    """
+    if name == "auto":
+        tried = []
+        for cls in REGISTRY.values():
+            entry = cls.pick_file(files, precision)
+            if entry is not None and cls.is_available():
+                return cls, entry
+            tried.append(cls.name)
+        raise BackendUnavailableError(
+            f"no installed backend can run this bundle{f' at precision {precision}' if precision else ''} "
+            f"(tried {', '.join(tried)}); the bundle has {_describe(files)}"
+        )
+    key = ALIASES.get(name, name)
+    if key not in REGISTRY:
+        raise BackendUnavailableError(
+            f"unknown backend {name!r}; choose one of: auto, {', '.join(REGISTRY)} (aliases: {', '.join(ALIASES)})"
+        )
+    cls = REGISTRY[key]
+    if not cls.is_available():
+        hint = f" (`pip install mbert-edge[{cls.extra}]`)" if cls.extra else ""
+        raise BackendUnavailableError(f"backend {key!r} is not available on this machine{hint}")
+    entry = cls.pick_file(files, precision)
+    if entry is None:
+        raise BackendUnavailableError(
+            f"backend {key!r} has no model file to run in this bundle"
+            f"{f' at precision {precision}' if precision else ''}; the bundle has {_describe(files)}. "
+            "Re-export with the matching option, or use backend='auto'"
+        )
+    return cls, entry
+
+
+def _describe(files: list[FileEntry]) -> str:
+    return ", ".join(f"{f.path} ({f.backend}/{f.format}/{f.precision})" for f in files) or "no model files"
+
+
+__all__ = ["ALIASES", "REGISTRY", "Backend", "choose"]

@@ -1,0 +1,88 @@
+"""Open a bundle directory: read its manifest, check its format version and every file's checksum."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from mbert_edge.errors import BundleIntegrityError, BundleNotFoundError
+from mbert_edge.manifest import MANIFEST_NAME, FileEntry, Manifest
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 1 << 20
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks (constant memory)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A bundle on disk whose manifest has been read and validated."""
+
+    path: Path
+    manifest: Manifest
+
+    @classmethod
+    def open(cls, path: str | Path, verify: bool = True) -> Bundle:
+        """Open the bundle at ``path``.
+
+        With ``verify=True`` (the default) every file listed in the manifest must exist with the recorded
+        size and SHA-256; a missing, truncated or altered file raises
+        :class:`~mbert_edge.errors.BundleIntegrityError`. ``verify=False`` still checks that the files exist
+        and have the recorded size (cheap), but skips hashing: use it only for bundles you control.
+        """
+        root = Path(path)
+        if not root.is_dir():
+            raise BundleNotFoundError(
+                f"no bundle directory at {root}; create one with `mbert-edge export SOURCE -o {root}`"
+            )
+        manifest_path = root / MANIFEST_NAME
+        if not manifest_path.is_file():
+            raise BundleNotFoundError(
+                f"{root} has no {MANIFEST_NAME}, so it is not an mbert-edge bundle (or an incomplete one); re-export it"
+            )
+        bundle = cls(root, Manifest.read(manifest_path))
+        for entry in bundle.manifest.files:
+            bundle._check_file(entry, hash_it=verify)
+        return bundle
+
+    def file_path(self, entry: FileEntry) -> Path:
+        """Absolute path of a file listed in the manifest."""
+        return self.path / entry.path
+
+    def verify(self) -> list[FileEntry]:
+        """Hash every file again; return the entries checked. Raises on the first mismatch."""
+        for entry in self.manifest.files:
+            self._check_file(entry, hash_it=True)
+        return list(self.manifest.files)
+
+    def _check_file(self, entry: FileEntry, hash_it: bool) -> None:
+        p = self.file_path(entry)
+        if not p.is_file():
+            raise BundleIntegrityError(
+                f"bundle file {entry.path} is missing from {self.path}; the bundle is incomplete, re-export or "
+                "copy it again"
+            )
+        size = p.stat().st_size
+        if size != entry.size:
+            raise BundleIntegrityError(
+                f"bundle file {entry.path} has {size} bytes, the manifest says {entry.size}: it was truncated or "
+                "changed; re-export or copy the bundle again"
+            )
+        if hash_it:
+            digest = sha256_file(p)
+            if digest != entry.sha256:
+                raise BundleIntegrityError(
+                    f"bundle file {entry.path} fails its checksum (sha256 {digest[:12]}…, manifest "
+                    f"{entry.sha256[:12]}…): it was altered or damaged; re-export or copy the bundle again"
+                )
+        log.debug("verified %s", entry.path)

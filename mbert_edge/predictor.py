@@ -1,0 +1,188 @@
+"""Predictor: one text's path from the caller to the answer.
+
+texts -> validation -> tokenizer (prefix, truncation) -> length-sorted batches padded to their longest
+      -> backend.run -> task head (classification scores, entities, pooled embeddings) -> input order.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+from tokenizers import Encoding
+
+from mbert_edge.backends.base import Backend
+from mbert_edge.batching import length_sorted_batches
+from mbert_edge.bundle import Bundle
+from mbert_edge.errors import InvalidInputError, WrongTaskError
+from mbert_edge.manifest import FEATURE_EXTRACTION, TEXT_CLASSIFICATION, FileEntry
+from mbert_edge.tasks import classification, embedding, token_classification
+from mbert_edge.tokenizer import BundleTokenizer
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH_SIZE = 32
+DEFAULT_MAX_TOKENS = 8192  # padded tokens per batch: bounds activation memory for long texts
+
+
+def _as_texts(texts: Any) -> tuple[list[str], bool]:
+    """Validate the caller's input; return the texts as a list and whether a single str was given."""
+    if isinstance(texts, str):
+        items, single = [texts], True
+    elif isinstance(texts, (list, tuple)):
+        items, single = list(texts), False
+    elif texts is None:
+        raise InvalidInputError("texts is None; pass a str or a list of str")
+    else:
+        raise InvalidInputError(f"texts must be a str or a list of str, not {type(texts).__name__}")
+    for i, t in enumerate(items):
+        where = "the text" if single else f"texts[{i}]"
+        if not isinstance(t, str):
+            raise InvalidInputError(f"{where} is {type(t).__name__}, not str; convert or drop it")
+        if not t.strip():
+            raise InvalidInputError(f"{where} is empty or only whitespace; drop it before predicting")
+    return items, single
+
+
+class Predictor:
+    """Runs a bundle: ``predict()`` for classifiers and taggers, ``embed()`` for sentence encoders.
+
+    Create one with :func:`mbert_edge.load`. A predictor is safe to call from several threads.
+    """
+
+    def __init__(self, bundle: Bundle, backend: Backend, model_file: FileEntry, tokenizer: BundleTokenizer) -> None:
+        self.bundle = bundle
+        self.backend = backend
+        self.model_file = model_file
+        self.tokenizer = tokenizer
+        self.manifest = bundle.manifest
+
+    # ----------------------------------------------------------------- facts
+    @property
+    def task(self) -> str:
+        """The bundle's task: text-classification, token-classification or feature-extraction."""
+        return self.manifest.task
+
+    @property
+    def labels(self) -> list[str]:
+        """Label names in id order (empty for feature extraction)."""
+        labels = self.manifest.labels or {}
+        return [labels[i] for i in sorted(labels)]
+
+    def __repr__(self) -> str:
+        f = self.model_file
+        return (
+            f"Predictor(task={self.task!r}, backend={self.backend.name!r}, file={f.path!r}, precision={f.precision!r})"
+        )
+
+    # --------------------------------------------------------------- public API
+    def predict(self, texts: str | Sequence[str], top_k: int | None = 1, batch_size: int = DEFAULT_BATCH_SIZE) -> Any:
+        """Classify texts (text-classification) or find entities in them (token-classification).
+
+        text-classification: per text ``{"label", "score"}`` (``top_k=1``), a list of the ``top_k`` best,
+        or every label with its score (``top_k=None``), as transformers' pipelines do.
+        token-classification: per text a list of ``{"entity_group", "score", "word", "start", "end"}``,
+        word-level groups as transformers' ``aggregation_strategy="simple"``; ``start``/``end`` index the
+        original text. A str gives one result; a list gives a list in input order.
+        """
+        if self.task == FEATURE_EXTRACTION:
+            raise WrongTaskError("this bundle makes sentence embeddings: call embed(texts), not predict()")
+        if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+            raise InvalidInputError("top_k must be a positive int, or None for every label")
+        items, single = _as_texts(texts)
+        results: list[Any] = [None] * len(items)
+        labels = self.manifest.labels or {}
+        for idx, encodings, outputs in self._forward(items, batch_size):
+            logits = next(iter(outputs.values()))
+            if self.task == TEXT_CLASSIFICATION:
+                scores = classification.scores_from_logits(logits, self.manifest.score_function)
+                for row, i in enumerate(idx):
+                    results[i] = classification.format_scores(scores[row], labels, top_k)
+            else:
+                for row, i in enumerate(idx):
+                    enc = encodings[row]
+                    n = len(enc.ids)
+                    scores = classification.softmax(logits[row, :n].astype(np.float32))
+                    results[i] = token_classification.aggregate_simple(
+                        items[i],
+                        scores,
+                        enc.ids,
+                        enc.tokens,
+                        enc.offsets,
+                        enc.special_tokens_mask,
+                        labels,
+                        self.tokenizer.decode_tokens,
+                        self.tokenizer.unk_id,
+                    )
+        return results[0] if single else results
+
+    def embed(
+        self,
+        texts: str | Sequence[str],
+        normalize: bool | None = None,
+        prefix: str | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> np.ndarray:
+        """Sentence embeddings as float32: shape (n, dim) for a list, (dim,) for a single str.
+
+        ``normalize`` defaults to the manifest (L2 norm for most sentence encoders). ``prefix`` is put in
+        front of every text; by default the model's own (``"query: "`` for e5 models, which e5 recommends
+        for symmetric tasks; use ``prefix="passage: "`` for documents in retrieval). ``prefix=""`` disables it.
+        """
+        spec = self.manifest.embedding
+        if self.task != FEATURE_EXTRACTION or spec is None:
+            raise WrongTaskError(f"this bundle is a {self.task} model: call predict(texts), not embed()")
+        items, single = _as_texts(texts)
+        if prefix is None:
+            prefix = spec.default_prefix
+        elif not isinstance(prefix, str):
+            raise InvalidInputError("prefix must be a str (use '' for none)")
+        if prefix:
+            items = [prefix + t for t in items]
+        do_norm = spec.normalize if normalize is None else bool(normalize)
+        out: np.ndarray | None = None
+        for idx, _encodings, outputs in self._forward(items, batch_size, keep_mask=True):
+            hidden = outputs[self.manifest.outputs[0]]
+            vectors = embedding.pool(hidden, outputs["__mask__"], spec.pooling)
+            if do_norm:
+                vectors = embedding.l2_normalize(vectors)
+            if out is None:
+                out = np.empty((len(items), vectors.shape[1]), dtype=np.float32)
+            out[idx] = vectors
+        if out is None:  # no texts
+            return np.zeros((0, self.embedding_dim), dtype=np.float32)
+        return out[0] if single else out
+
+    @property
+    def embedding_dim(self) -> int:
+        """Width of the sentence embeddings (feature-extraction bundles)."""
+        spec = self.manifest.embedding
+        if spec is None:
+            raise WrongTaskError(f"this bundle is a {self.task} model; it makes no embeddings")
+        return spec.dim
+
+    # ----------------------------------------------------------------- internals
+    def _forward(
+        self, items: list[str], batch_size: int, keep_mask: bool = False
+    ) -> Iterator[tuple[np.ndarray, list[Encoding], dict[str, np.ndarray]]]:
+        """Tokenize, batch by length, run; yield (input indices, encodings, outputs) per batch."""
+        if not items:
+            return
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise InvalidInputError("batch_size must be a positive int")
+        encodings = self.tokenizer.encode(items)
+        truncated = sum(1 for e in encodings if e.overflowing)
+        if truncated:
+            log.warning(
+                "%d of %d texts were cut at max_length=%d tokens", truncated, len(items), self.tokenizer.max_length
+            )
+        lengths = [len(e.ids) for e in encodings]
+        for idx in length_sorted_batches(lengths, batch_size, max(DEFAULT_MAX_TOKENS, self.tokenizer.max_length)):
+            batch = [encodings[i] for i in idx]
+            feeds = self.tokenizer.pad(batch)
+            outputs = self.backend.run(feeds)
+            if keep_mask:
+                outputs["__mask__"] = feeds["attention_mask"]
+            yield idx, batch, outputs

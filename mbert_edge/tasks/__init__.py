@@ -1,0 +1,1 @@
+"""Task heads: post-processing of model outputs (no model code, numpy only)."""

@@ -1,0 +1,83 @@
+"""The bundled tokenizer: ``tokenizer.json`` run by Hugging Face ``tokenizers``, with truncation and padding.
+
+Truncation happens at the bundle's ``max_length`` (special tokens included), at the end of the text.
+Padding is done per batch, to the longest sequence of that batch, never to ``max_length``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Encoding, Tokenizer
+
+from mbert_edge.errors import BundleFormatError, TextTooLongError
+
+_PAD_CANDIDATES = ("[PAD]", "<pad>", "<PAD>")
+
+
+class BundleTokenizer:
+    """Wraps the bundle's ``tokenizer.json``: encodes batches of text, pads them, decodes tokens."""
+
+    def __init__(self, path: str | Path, max_length: int, truncation: bool = True) -> None:
+        try:
+            self._tok = Tokenizer.from_file(str(path))
+        except Exception as exc:  # tokenizers raises a bare Exception on malformed files
+            raise BundleFormatError(f"cannot read the bundled tokenizer {path}: {exc}; re-export the bundle") from exc
+        self.max_length = max_length
+        self.truncation = truncation
+        self._tok.no_padding()
+        # Truncation is always on in the tokenizer (so a 1 MB text never becomes a 1 MB tensor); with
+        # truncation=False we report texts that needed it instead of returning their shortened form.
+        self._tok.enable_truncation(max_length)
+        self.pad_id = next((i for t in _PAD_CANDIDATES if (i := self._tok.token_to_id(t)) is not None), 0)
+        self.unk_id = self._unk_id()
+
+    def _unk_id(self) -> int | None:
+        model = self._tok.model
+        unk = getattr(model, "unk_token", None)
+        if isinstance(unk, str):
+            return self._tok.token_to_id(unk)
+        unk_id = getattr(model, "unk_id", None)
+        return unk_id if isinstance(unk_id, int) else None
+
+    def encode(self, texts: Sequence[str]) -> list[Encoding]:
+        """Encode texts (with special tokens), truncated to ``max_length``.
+
+        Raises :class:`~mbert_edge.errors.TextTooLongError` when truncation is off and a text is too long.
+        """
+        encodings = self._tok.encode_batch(list(texts))
+        if not self.truncation:
+            for i, enc in enumerate(encodings):
+                if enc.overflowing:
+                    raise TextTooLongError(
+                        f"text {i} is longer than the model's {self.max_length} tokens; shorten or split it, or "
+                        "load the bundle with truncation=True to cut it at max_length"
+                    )
+        return encodings
+
+    def pad(self, encodings: Sequence[Encoding]) -> dict[str, np.ndarray]:
+        """Stack encodings into int64 arrays padded to the longest one of the batch."""
+        n = len(encodings)
+        width = max(len(e.ids) for e in encodings)
+        ids = np.full((n, width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((n, width), dtype=np.int64)
+        types = np.zeros((n, width), dtype=np.int64)
+        for row, enc in enumerate(encodings):
+            k = len(enc.ids)
+            ids[row, :k] = enc.ids
+            mask[row, :k] = 1
+            types[row, :k] = enc.type_ids
+        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+
+    def decode_tokens(self, tokens: Sequence[str]) -> str:
+        """Join tokens back into text the way the tokenizer's decoder does (e.g. WordPiece's ``##``)."""
+        decoder = self._tok.decoder
+        if decoder is None:
+            return "".join(tokens)
+        return decoder.decode(list(tokens))
+
+    def id_to_token(self, token_id: int) -> str:
+        """The token string of an id."""
+        return self._tok.id_to_token(token_id) or ""

@@ -1,0 +1,1 @@
+"""mbert-edge tests: runtime, export, and the default model against independent references."""

@@ -1,0 +1,90 @@
+"""Export: task inference, provenance, safety of the output directory, and loud failures."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from mbert_edge_export import ExportError, ParityError, SourceError, export_bundle
+from mbert_edge_export.sources import huggingface
+
+from mbert_edge.manifest import Manifest
+
+
+def test_task_inferred_from_architecture(checkpoints):
+    for task, ckpt in checkpoints.items():
+        config = json.loads((ckpt / "config.json").read_text())
+        assert huggingface.infer_task(config, ckpt) == task
+
+
+def test_unknown_architecture_asks_for_task(tmp_path):
+    with pytest.raises(SourceError, match="--task"):
+        huggingface.infer_task({"architectures": ["BertForQuestionAnswering"]}, tmp_path)
+
+
+def test_provenance_and_settings(bundles, checkpoints):
+    m = Manifest.read(bundles["token-classification"] / "manifest.json")
+    assert m.source["name_or_path"] == str(checkpoints["token-classification"])
+    assert m.source["weights_sha256"] == huggingface.weights_sha256(checkpoints["token-classification"])
+    assert m.source["architecture"] == "BertForTokenClassification"
+    assert m.export["opset"] == 17 and "torch" in m.export["versions"]
+    assert set(m.fidelity["onnx_fp32"]["languages"]) >= {"ar", "zh", "ru", "hi", "th", "ko"}
+
+
+def test_existing_output_is_kept(tmp_path, checkpoints):
+    out = tmp_path / "bundle"
+    out.mkdir()
+    (out / "precious.txt").write_text("keep me")
+    with pytest.raises(ExportError, match="--force"):
+        export_bundle(str(checkpoints["feature-extraction"]), out)
+    assert (out / "precious.txt").read_text() == "keep me"
+
+
+def test_failed_parity_leaves_no_bundle(tmp_path, checkpoints):
+    out = tmp_path / "bundle"
+    with pytest.raises(ParityError, match="differs from PyTorch"):
+        export_bundle(str(checkpoints["text-classification"]), out, tolerance=1e-15)
+    assert not out.exists()
+    assert not list(tmp_path.iterdir())  # no staging leftovers
+
+
+def test_force_replaces_and_max_length(tmp_path, checkpoints):
+    out = tmp_path / "bundle"
+    export_bundle(str(checkpoints["feature-extraction"]), out)
+    export_bundle(str(checkpoints["feature-extraction"]), out, force=True, max_length=64)
+    assert Manifest.read(out / "manifest.json").max_length == 64
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
+    with pytest.raises(ExportError, match="max-length"):
+        export_bundle(str(checkpoints["feature-extraction"]), tmp_path / "b2", max_length=4096)
+
+
+def test_task_override(tmp_path, checkpoints):
+    # a classifier checkpoint exported as a sentence encoder: its encoder, mean pooled
+    out = export_bundle(str(checkpoints["text-classification"]), tmp_path / "enc", task="feature-extraction")
+    assert Manifest.read(out / "manifest.json").task == "feature-extraction"
+
+
+def test_pickle_checkpoints_load_with_weights_only(tmp_path, checkpoints):
+    """A checkpoint with pytorch_model.bin only: loaded through torch.load(weights_only=True)."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    src = checkpoints["text-classification"]
+    ckpt = tmp_path / "bin-ckpt"
+    shutil.copytree(src, ckpt)
+    state = load_file(str(ckpt / "model.safetensors"))
+    (ckpt / "model.safetensors").unlink()
+    torch.save(state, ckpt / "pytorch_model.bin")
+    out = export_bundle(str(ckpt), tmp_path / "from-bin")
+    assert Manifest.read(out / "manifest.json").fidelity["onnx_fp32"]["passed"]
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    torch.save({"x": Evil()}, ckpt / "pytorch_model.bin")
+    with pytest.raises(Exception, match=r"(?i)weights_only|unpickl|unsupported"):
+        export_bundle(str(ckpt), tmp_path / "evil")
+    assert not (tmp_path / "evil").exists()
