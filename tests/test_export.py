@@ -88,3 +88,19 @@ def test_pickle_checkpoints_load_with_weights_only(tmp_path, checkpoints):
     with pytest.raises(Exception, match=r"(?i)weights_only|unpickl|unsupported"):
         export_bundle(str(ckpt), tmp_path / "evil")
     assert not (tmp_path / "evil").exists()
+
+
+def test_hub_id_from_local_cache(tmp_path, checkpoints, monkeypatch):
+    """A hub id resolves to its snapshot in the local Hugging Face cache, with no network access."""
+    import shutil
+
+    repo = tmp_path / "hub" / "models--acme--tiny-bert"
+    snapshot = repo / "snapshots" / ("a" * 40)
+    shutil.copytree(checkpoints["token-classification"], snapshot)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("a" * 40)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert huggingface.resolve("acme/tiny-bert") == snapshot
+    out = export_bundle("acme/tiny-bert", tmp_path / "bundle")
+    assert Manifest.read(out / "manifest.json").source["name_or_path"] == "acme/tiny-bert"
