@@ -15,10 +15,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from mbert_edge_export.errors import ExportError
-
 from mbert_edge.bundle import sha256_file
 from mbert_edge.manifest import MANIFEST_NAME, FileEntry, Manifest
+from mbert_edge_export.errors import ExportError
 
 log = logging.getLogger(__name__)
 

@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from mbert_edge_export.errors import ParityError
 
 from mbert_edge.backends.onnxruntime import OnnxRuntimeCPUBackend
 from mbert_edge.manifest import TEXT_CLASSIFICATION
 from mbert_edge.tokenizer import BundleTokenizer
+from mbert_edge_export.errors import ParityError
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mbert_edge_export.errors import SourceError, TokenizerMismatchError
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+
+from mbert_edge_export.errors import SourceError, TokenizerMismatchError
 
 log = logging.getLogger(__name__)
 

@@ -49,6 +49,33 @@ def _parser() -> argparse.ArgumentParser:
         "--tolerance", type=float, default=1e-4, help="max |onnx - pytorch| allowed by the parity check (default 1e-4)"
     )
     e.add_argument("--force", action="store_true", help="replace an existing bundle at --output")
+    q = e.add_argument_group("INT8 quantization")
+    q.add_argument(
+        "--quantize",
+        choices=("dynamic", "static"),
+        help="write model.int8.onnx: fused graph, INT8 weights (dynamic) or weights and activations "
+        "(static, calibrated); checked by the accuracy gate",
+    )
+    q.add_argument(
+        "--calibration",
+        type=Path,
+        metavar="FILE",
+        help="calibration and held-out text: .txt (one per line), .jsonl or .csv ('text', optional "
+        "'label'); default: a multilingual sample of the dataset-build corpus",
+    )
+    q.add_argument("--calibration-method", choices=("minmax", "entropy", "percentile"), default="minmax")
+    q.add_argument("--calibration-size", type=int, default=128, help="texts used to calibrate (default 128)")
+    q.add_argument("--eval-size", type=int, default=128, help="held-out texts for the gate (default 128)")
+    q.add_argument(
+        "--min-agreement",
+        type=float,
+        default=0.99,
+        help="gate: min argmax agreement with fp32 for classifiers and taggers (default 0.99)",
+    )
+    q.add_argument(
+        "--min-cosine", type=float, default=0.99, help="gate: min mean cosine to fp32 for embeddings (default 0.99)"
+    )
+    q.add_argument("--keep-fp32", action="store_true", help="also keep model.onnx (fp32) in the bundle")
 
     r = sub.add_parser(
         "predict",
@@ -104,6 +131,18 @@ def _cmd_export(args: argparse.Namespace) -> int:
         raise MbertEdgeError(
             f"the export stage needs its extra dependencies ({exc.name} is missing): pip install 'mbert-edge[export]'"
         ) from exc
+    from mbert_edge_export.quantize.gate import Thresholds
+    from mbert_edge_export.quantize.gated import QuantizeSettings
+
+    quantize = None
+    if args.quantize:
+        quantize = QuantizeSettings(
+            mode=args.quantize,
+            method=args.calibration_method,
+            thresholds=Thresholds(args.min_agreement, args.min_cosine),
+        )
+    elif args.calibration:
+        raise InvalidInputError("--calibration needs --quantize static (or dynamic, for the accuracy gate)")
     start = time.perf_counter()
     path = export_bundle(
         args.source,
@@ -113,6 +152,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
         opset=args.opset,
         tolerance=args.tolerance,
         force=args.force,
+        quantize=quantize,
+        calibration_file=args.calibration,
+        calibration_size=args.calibration_size,
+        eval_size=args.eval_size,
+        keep_fp32=args.keep_fp32,
     )
     print(f"exported {args.source} to {path} in {time.perf_counter() - start:.1f} s")
     return 0
@@ -187,7 +231,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mbert-edge`` command."""
     args = _parser().parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # our own progress at INFO; third-party libraries (ONNX Runtime's quantizer logs to the root logger) only
+    # from WARNING, unless --verbose
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for name in ("mbert_edge", "mbert_edge_export"):
+        logging.getLogger(name).setLevel(level)
     commands = {"export": _cmd_export, "predict": _cmd_predict, "info": _cmd_info}
     try:
         return commands[args.command](args)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from mbert_edge_export import ExportError, ParityError, SourceError, export_bundle
-from mbert_edge_export.sources import huggingface
 
 from mbert_edge.manifest import Manifest
+from mbert_edge_export import ExportError, ParityError, SourceError, export_bundle
+from mbert_edge_export.sources import huggingface
 
 
 def test_task_inferred_from_architecture(checkpoints):

@@ -16,12 +16,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from mbert_edge.manifest import FEATURE_EXTRACTION, TASKS, TEXT_CLASSIFICATION, TOKEN_CLASSIFICATION, EmbeddingSpec
 from mbert_edge_export import samples
 from mbert_edge_export import tokenizer as tokenizer_conversion
 from mbert_edge_export.errors import SourceError
 from mbert_edge_export.sources.base import LoadedSource
-
-from mbert_edge.manifest import FEATURE_EXTRACTION, TASKS, TEXT_CLASSIFICATION, TOKEN_CLASSIFICATION, EmbeddingSpec
 
 log = logging.getLogger(__name__)
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from mbert_edge_export.errors import SourceError
 
 log = logging.getLogger(__name__)

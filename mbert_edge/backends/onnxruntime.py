@@ -31,7 +31,7 @@ class OnnxRuntimeCPUBackend(Backend):
     name = "onnxruntime"
     file_backend = "onnxruntime"
     file_format = "onnx"
-    precisions = ("fp32",)
+    precisions = ("int8", "fp32")  # auto: the INT8 file when the bundle has one
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
 
     @classmethod

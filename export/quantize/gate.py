@@ -1,0 +1,139 @@
+"""The accuracy gate: the INT8 model against the fp32 model (or the user's labels) on held-out text.
+
+Metrics per task:
+
+* text-classification — argmax agreement with fp32 (or accuracy against the user's labels, reported next to
+  fp32's), mean and max absolute score error;
+* token-classification — agreement of the per-token argmax over real (non-special, non-padding) tokens;
+* feature-extraction — cosine between INT8 and fp32 sentence embeddings (mean and min).
+
+Defaults: agreement >= 0.99, mean cosine >= 0.99. When the gate fails, :func:`sensitivity` ranks groups of
+quantized nodes by the damage each does alone (quantize one group at a time), and the pipeline keeps the
+most sensitive groups in fp32 until the gate holds, or fails with the report.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mbert_edge.backends.onnxruntime import OnnxRuntimeCPUBackend
+from mbert_edge.manifest import FEATURE_EXTRACTION, TEXT_CLASSIFICATION, EmbeddingSpec
+from mbert_edge.tasks import classification, embedding
+
+log = logging.getLogger(__name__)
+
+QUANTIZABLE_OPS = ("MatMul", "Attention", "EmbedLayerNormalization", "Gather", "Gemm")
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Minimum agreement (classification, NER) and mean cosine (embeddings) the INT8 model must reach."""
+
+    min_agreement: float = 0.99
+    min_cosine: float = 0.99
+
+
+def _outputs(path: Path, batches: Sequence[dict[str, np.ndarray]]) -> list[np.ndarray]:
+    backend = OnnxRuntimeCPUBackend(path)
+    return [next(iter(backend.run(b).values())) for b in batches]
+
+
+def evaluate(
+    reference: Sequence[np.ndarray],
+    candidate_path: Path,
+    batches: Sequence[dict[str, np.ndarray]],
+    task: str,
+    embedding_spec: EmbeddingSpec | None = None,
+    score_function: str | None = None,
+    labels: Sequence[int] | None = None,
+    thresholds: Thresholds = Thresholds(),
+) -> dict[str, Any]:
+    """Compare the candidate model's outputs on ``batches`` with the fp32 ``reference`` outputs."""
+    got = _outputs(candidate_path, batches)
+    report: dict[str, Any] = {"texts": int(sum(b["input_ids"].shape[0] for b in batches))}
+    if task == TEXT_CLASSIFICATION:
+        ref_s = np.concatenate([classification.scores_from_logits(r, score_function) for r in reference])
+        got_s = np.concatenate([classification.scores_from_logits(g, score_function) for g in got])
+        agree = float((ref_s.argmax(1) == got_s.argmax(1)).mean())
+        err = np.abs(ref_s - got_s)
+        report.update(agreement=agree, mean_score_error=float(err.mean()), max_score_error=float(err.max()))
+        if labels is not None:
+            y = np.asarray(labels)
+            report.update(
+                accuracy_fp32=float((ref_s.argmax(1) == y).mean()), accuracy_int8=float((got_s.argmax(1) == y).mean())
+            )
+        report["metric"], report["value"], report["threshold"] = "agreement", agree, thresholds.min_agreement
+    elif task == FEATURE_EXTRACTION:
+        assert embedding_spec is not None
+        cos = []
+        for r, g, b in zip(reference, got, batches, strict=True):
+            a = embedding.l2_normalize(embedding.pool(r, b["attention_mask"], embedding_spec.pooling))
+            c = embedding.l2_normalize(embedding.pool(g, b["attention_mask"], embedding_spec.pooling))
+            cos.append((a * c).sum(1))
+        cosines = np.concatenate(cos)
+        report.update(mean_cosine=float(cosines.mean()), min_cosine=float(cosines.min()))
+        report["metric"], report["value"], report["threshold"] = (
+            "mean_cosine",
+            float(cosines.mean()),
+            thresholds.min_cosine,
+        )
+    else:
+        hits = total = 0
+        for r, g, b in zip(reference, got, batches, strict=True):
+            mask = b["attention_mask"].astype(bool).copy()
+            lengths = mask.sum(1)
+            mask[:, 0] = False  # [CLS]
+            mask[np.arange(len(lengths)), lengths - 1] = False  # [SEP]
+            hits += int((r.argmax(-1) == g.argmax(-1))[mask].sum())
+            total += int(mask.sum())
+        agree = hits / max(total, 1)
+        report.update(token_agreement=agree, tokens=total)
+        report["metric"], report["value"], report["threshold"] = "token_agreement", agree, thresholds.min_agreement
+    report["passed"] = bool(report["value"] >= report["threshold"])
+    return report
+
+
+def quantizable_nodes(path: Path) -> list[str]:
+    """Names of the nodes quantization would touch, in graph (topological) order."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    weights = {init.name for init in graph.initializer}
+    out = []
+    for node in graph.node:
+        if node.op_type in QUANTIZABLE_OPS and any(i in weights for i in node.input):
+            out.append(node.name)
+    return out
+
+
+def node_groups(nodes: Sequence[str], n_groups: int) -> list[list[str]]:
+    """Split nodes, in graph order, into ``n_groups`` consecutive groups (about one per encoder layer)."""
+    n_groups = max(1, min(n_groups, len(nodes)))
+    bounds = np.linspace(0, len(nodes), n_groups + 1).round().astype(int)
+    return [list(nodes[a:b]) for a, b in itertools.pairwise(bounds) if b > a]
+
+
+def sensitivity(
+    groups: Sequence[list[str]],
+    quantize_only: Callable[[list[str], Path], None],
+    score: Callable[[Path], float],
+    work: Path,
+) -> list[tuple[int, float]]:
+    """Rank groups by damage: quantize each group alone (the rest fp32) and score it; worst first."""
+    all_nodes = [n for g in groups for n in g]
+    ranked = []
+    for i, group in enumerate(groups):
+        path = work / f"sensitivity-{i}.onnx"
+        quantize_only([n for n in all_nodes if n not in group], path)  # exclude everything but this group
+        value = score(path)
+        path.unlink(missing_ok=True)
+        ranked.append((i, value))
+        log.info("sensitivity: group %d/%d (%d nodes) alone scores %.5f", i + 1, len(groups), len(group), value)
+    return sorted(ranked, key=lambda x: x[1])

@@ -1,0 +1,116 @@
+"""Quantize, check with the accuracy gate, and fall back to fp32 for the most sensitive nodes if needed."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mbert_edge.manifest import EmbeddingSpec
+from mbert_edge_export.errors import ExportError
+from mbert_edge_export.quantize import dynamic, gate, static
+
+log = logging.getLogger(__name__)
+
+MODES = ("dynamic", "static")
+
+
+class QuantizationGateError(ExportError):
+    """The INT8 model stays below the accuracy gate even with its most sensitive nodes kept in fp32."""
+
+    def __init__(self, message: str, report: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+@dataclass
+class QuantizeSettings:
+    """How to quantize, and what the INT8 model must reach."""
+
+    mode: str = "dynamic"
+    method: str = "minmax"  # static only
+    per_channel: bool = True
+    thresholds: gate.Thresholds = field(default_factory=gate.Thresholds)
+    max_fallback_groups: int | None = None  # at most this many node groups kept in fp32 (None: all but one)
+
+
+def quantize_with_gate(
+    src: Path,
+    dst: Path,
+    settings: QuantizeSettings,
+    task: str,
+    num_layers: int,
+    calibration: Sequence[dict[str, np.ndarray]],
+    evaluation: Sequence[dict[str, np.ndarray]],
+    embedding_spec: EmbeddingSpec | None = None,
+    score_function: str | None = None,
+    labels: Sequence[int] | None = None,
+) -> dict[str, Any]:
+    """Write the INT8 model to ``dst``; return its fidelity report. Raise if the gate cannot be met."""
+    if settings.mode not in MODES:
+        raise ExportError(f"--quantize must be one of {', '.join(MODES)}, not {settings.mode!r}")
+    reference = gate._outputs(src, evaluation)
+
+    def quantize(exclude: Sequence[str], out: Path) -> dict[str, Any]:
+        if settings.mode == "dynamic":
+            return dynamic.quantize_dynamic(src, out, per_channel=settings.per_channel, nodes_to_exclude=exclude)
+        return static.quantize_static(
+            src, out, calibration, method=settings.method, per_channel=settings.per_channel, nodes_to_exclude=exclude
+        )
+
+    def check(path: Path) -> dict[str, Any]:
+        return gate.evaluate(
+            reference,
+            path,
+            evaluation,
+            task,
+            embedding_spec=embedding_spec,
+            score_function=score_function,
+            labels=labels,
+            thresholds=settings.thresholds,
+        )
+
+    log.info(
+        "quantizing (%s%s)", settings.mode, f", {settings.method} calibration" if settings.mode == "static" else ""
+    )
+    recipe = quantize([], dst)
+    result = check(dst)
+    report: dict[str, Any] = {"settings": recipe, "gate": result, "fp32_groups": []}
+    log.info(
+        "accuracy gate: %s = %.5f (needs >= %.3f): %s",
+        result["metric"],
+        result["value"],
+        result["threshold"],
+        "passed" if result["passed"] else "FAILED",
+    )
+    if result["passed"]:
+        return report
+
+    groups = gate.node_groups(gate.quantizable_nodes(src), num_layers + 2)
+    log.info("ranking %d node groups by sensitivity (quantizing one group at a time)", len(groups))
+    ranking = gate.sensitivity(
+        groups, lambda exclude, out: quantize(exclude, out), lambda p: check(p)["value"], dst.parent
+    )
+    report["sensitivity"] = [{"group": i, "nodes": groups[i], "value_alone": v} for i, v in ranking]
+    limit = settings.max_fallback_groups if settings.max_fallback_groups is not None else len(groups) - 1
+    excluded: list[str] = []
+    for step, (gi, _) in enumerate(ranking[:limit], 1):
+        excluded += groups[gi]
+        recipe = quantize(excluded, dst)
+        result = check(dst)
+        report["fp32_groups"].append(gi)
+        log.info("keeping %d group(s) in fp32: %s = %.5f", step, result["metric"], result["value"])
+        if result["passed"]:
+            report.update(settings=recipe, gate=result)
+            return report
+    report.update(settings=recipe, gate=result)
+    raise QuantizationGateError(
+        f"the INT8 model reaches {result['metric']} {result['value']:.5f} < {result['threshold']} even with "
+        f"{len(report['fp32_groups'])} of {len(groups)} node groups kept in fp32; lower the threshold "
+        "(--min-agreement / --min-cosine), try --quantize dynamic or another --calibration-method, or ship fp32",
+        report,
+    )

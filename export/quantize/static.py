@@ -1,0 +1,110 @@
+"""Static INT8 in QDQ format: activation ranges come from calibration text.
+
+ONNX Runtime's calibrators run the fp32 model on the calibration batches and record each activation's
+range: ``minmax`` (the observed extremes), ``entropy`` (the KL-divergence-optimal threshold of a histogram)
+or ``percentile`` (the 99.999th percentile of |x|). The QDQ model carries QuantizeLinear/DequantizeLinear
+pairs that ONNX Runtime fuses into integer kernels at load time.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+METHODS = ("minmax", "entropy", "percentile")
+
+
+class _Reader:
+    """ONNX Runtime's CalibrationDataReader protocol over our batches, logging progress."""
+
+    def __init__(self, batches: Sequence[dict[str, np.ndarray]]) -> None:
+        self._batches = list(batches)
+        self._it: Iterator[dict[str, np.ndarray]] = iter(self._batches)
+        self._done = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        item = next(self._it, None)
+        if item is not None:
+            self._done += 1
+            if self._done % 8 == 0 or self._done == len(self._batches):
+                log.info("calibration: batch %d/%d", self._done, len(self._batches))
+        return item
+
+    def rewind(self) -> None:
+        self._it = iter(self._batches)
+        self._done = 0
+
+    def set_range(self, start_index: int, end_index: int) -> None:  # protocol method, unused
+        self._it = iter(self._batches[start_index:end_index])
+
+
+def quantize_static(
+    src: Path,
+    dst: Path,
+    batches: Sequence[dict[str, np.ndarray]],
+    method: str = "minmax",
+    per_channel: bool = True,
+    nodes_to_exclude: Sequence[str] = (),
+    activation: str = "uint8",
+) -> dict[str, Any]:
+    """Calibrate on ``batches`` and write the QDQ model ``dst``; return the settings used."""
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType
+    from onnxruntime.quantization import quantize_static as ort_quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if method not in METHODS:
+        raise ValueError(f"calibration method must be one of {METHODS}, not {method!r}")
+    calibrate = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }[method]
+    if method != "minmax":  # histogram calibrators stack batches: they need one sequence length
+        batches = _same_width(batches)
+    reader = type("Reader", (_Reader, CalibrationDataReader), {})(batches)
+    extra = {"DefaultTensorType": onnx.TensorProto.FLOAT, "MatMulConstBOnly": True}
+    if method == "percentile":
+        extra["CalibPercentile"] = 99.999
+    extra["CalibTensorRangeSymmetric"] = False
+    with tempfile.TemporaryDirectory(prefix="mbert-edge-static-") as tmp:
+        # Symbolic shape inference types the outputs of the fused contrib ops (SkipLayerNormalization, ...);
+        # without it the quantizer cannot see the MatMuls' activations and leaves them in fp32.
+        shaped = Path(tmp) / "shaped.onnx"
+        quant_pre_process(str(src), str(shaped), skip_optimization=True)
+        ort_quantize_static(
+            str(shaped),
+            str(dst),
+            reader,
+            quant_format=QuantFormat.QDQ,
+            per_channel=per_channel,
+            activation_type=QuantType.QUInt8 if activation == "uint8" else QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=calibrate,
+            nodes_to_exclude=list(nodes_to_exclude),
+            extra_options=extra,
+            calibration_providers=["CPUExecutionProvider"],
+        )
+    return {
+        "mode": "static",
+        "format": "QDQ",
+        "calibration_method": method,
+        "per_channel": per_channel,
+        "weights": "int8 (signed)",
+        "activations": activation,
+        "calibration_batches": len(batches),
+        "fp32_nodes": list(nodes_to_exclude),
+    }
+
+
+def _same_width(batches: Sequence[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+    """Pad every batch (with id 0 and attention mask 0) to the widest batch's sequence length."""
+    width = max(b["input_ids"].shape[1] for b in batches)
+    return [{k: np.pad(v, ((0, 0), (0, width - v.shape[1]))) for k, v in b.items()} for b in batches]

@@ -1,0 +1,179 @@
+"""INT8 export on tiny models: fusions, quantized node types, the accuracy gate, calibration files, manifest."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import numpy as np
+import onnx
+import pytest
+
+import mbert_edge
+from mbert_edge.manifest import Manifest
+from mbert_edge_export import export_bundle
+from mbert_edge_export.optimize import optimize_graph
+from mbert_edge_export.quantize import calibration, gate
+from mbert_edge_export.quantize.gated import QuantizationGateError, QuantizeSettings, quantize_with_gate
+
+LAYERS = 2  # the tiny models of conftest
+
+
+def op_counts(path) -> Counter:
+    return Counter(n.op_type for n in onnx.load(str(path)).graph.node)
+
+
+@pytest.fixture(scope="module")
+def dynamic_bundle(tmp_path_factory, checkpoints):
+    return export_bundle(
+        str(checkpoints["feature-extraction"]),
+        tmp_path_factory.mktemp("q") / "dyn",
+        quantize=QuantizeSettings(mode="dynamic"),
+        keep_fp32=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def static_bundle(tmp_path_factory, checkpoints):
+    return export_bundle(
+        str(checkpoints["feature-extraction"]),
+        tmp_path_factory.mktemp("q") / "static",
+        quantize=QuantizeSettings(mode="static", method="entropy"),
+    )
+
+
+def test_fusions(tmp_path, bundles):
+    report = optimize_graph(bundles["token-classification"] / "model.onnx", tmp_path / "fused.onnx", 2, 32)
+    want = {"EmbedLayerNormalization": 1, "Attention": LAYERS, "SkipLayerNormalization": 2 * LAYERS, "BiasGelu": LAYERS}
+    assert report["fused_ops"] == want
+    counts = op_counts(tmp_path / "fused.onnx")
+    for op, n in want.items():
+        assert counts[op] == n
+    assert counts["Softmax"] == 0 and counts["LayerNormalization"] == 0  # all folded into fused ops
+
+
+def test_dynamic_node_types_and_manifest(dynamic_bundle):
+    counts = op_counts(dynamic_bundle / "model.int8.onnx")
+    assert counts["QAttention"] == LAYERS and counts["QEmbedLayerNormalization"] == 1
+    # attention output, FFN in, FFN out: MatMulInteger (fused by ONNX Runtime at load time)
+    assert counts["MatMulInteger"] + counts["DynamicQuantizeMatMul"] == 3 * LAYERS
+    assert counts["Attention"] == 0 and counts["MatMul"] == 0
+
+    m = Manifest.read(dynamic_bundle / "manifest.json")
+    files = {f.precision: f for f in m.model_files()}
+    assert set(files) == {"int8", "fp32"} and files["int8"].path == "model.int8.onnx"
+    int8 = m.fidelity["int8"]
+    assert int8["settings"]["mode"] == "dynamic" and int8["settings"]["per_channel"]
+    assert int8["gate"]["passed"] and int8["gate"]["metric"] == "mean_cosine"
+    assert int8["gate"]["value"] >= 0.99 and int8["fp32_groups"] == []
+    assert m.fidelity["optimization"]["parity"]["passed"]
+    assert m.export["quantize"]["mode"] == "dynamic"
+    assert files["int8"].size < files["fp32"].size
+
+
+def test_static_node_types(static_bundle):
+    counts = op_counts(static_bundle / "model.int8.onnx")
+    assert counts["QuantizeLinear"] >= 2 * LAYERS and counts["DequantizeLinear"] >= 2 * LAYERS
+    graph = onnx.load(str(static_bundle / "model.int8.onnx")).graph
+    producers = {o: n.op_type for n in graph.node for o in n.output}
+    matmuls = [n for n in graph.node if n.op_type == "MatMul"]
+    assert matmuls and all(producers.get(i) == "DequantizeLinear" for n in matmuls for i in n.input)
+    m = Manifest.read(static_bundle / "manifest.json")
+    assert [f.precision for f in m.model_files()] == ["int8"]  # fp32 dropped by default
+    assert m.fidelity["int8"]["settings"]["calibration_method"] == "entropy"
+    assert m.fidelity["int8"]["calibration_text"]["origin"].startswith("dataset-build sample")
+
+
+def test_runtime_prefers_int8_and_stays_close(dynamic_bundle):
+    from tests.conftest import corpus_lines
+
+    texts = [line[:200] for _, line in corpus_lines(per_lang=3)]
+    q = mbert_edge.load(dynamic_bundle)
+    f = mbert_edge.load(dynamic_bundle, precision="fp32")
+    assert q.model_file.precision == "int8" and f.model_file.precision == "fp32"
+    cos = (q.embed(texts) * f.embed(texts)).sum(axis=1)
+    assert cos.mean() >= 0.99
+
+
+def test_gate_fails_on_purpose_with_report(tmp_path, checkpoints):
+    impossible = QuantizeSettings(mode="dynamic", thresholds=gate.Thresholds(min_agreement=1.01, min_cosine=1.01))
+    with pytest.raises(QuantizationGateError, match="even with") as info:
+        export_bundle(str(checkpoints["token-classification"]), tmp_path / "out", quantize=impossible)
+    report = info.value.report
+    assert report["gate"]["metric"] == "token_agreement" and not report["gate"]["passed"]
+    assert len(report["sensitivity"]) >= LAYERS  # every group was ranked
+    assert len(report["fp32_groups"]) == len(report["sensitivity"]) - 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_fallback_keeps_most_sensitive_groups_in_fp32(tmp_path, bundles, monkeypatch):
+    """Control flow of the fallback, with a scripted metric: group 1 is the damaging one."""
+    src = tmp_path / "fused.onnx"
+    optimize_graph(bundles["feature-extraction"] / "model.onnx", src, 2, 32)
+    nodes = gate.quantizable_nodes(src)
+    groups = gate.node_groups(nodes, LAYERS + 2)
+    bad = set(groups[1])
+
+    def fake_evaluate(reference, path, batches, task, **kw):
+        excluded = set(onnx_excluded[str(path)])
+        quantized_bad = bad - excluded
+        value = 0.95 if quantized_bad else 0.999
+        return {"metric": "mean_cosine", "value": value, "threshold": 0.99, "passed": value >= 0.99}
+
+    onnx_excluded: dict[str, list[str]] = {}
+
+    def fake_dynamic(src_path, out, per_channel=True, nodes_to_exclude=()):
+        onnx_excluded[str(out)] = list(nodes_to_exclude)
+        out.write_bytes(b"")
+        return {"mode": "dynamic", "fp32_nodes": list(nodes_to_exclude)}
+
+    monkeypatch.setattr(gate, "evaluate", fake_evaluate)
+    monkeypatch.setattr("mbert_edge_export.quantize.dynamic.quantize_dynamic", fake_dynamic)
+    monkeypatch.setattr(gate, "_outputs", lambda path, batches: [])
+    report = quantize_with_gate(src, tmp_path / "q.onnx", QuantizeSettings(), "feature-extraction", LAYERS, [], [])
+    assert report["sensitivity"][0]["group"] == 1  # ranked most damaging first
+    assert report["fp32_groups"] == [1] and report["gate"]["passed"]
+    assert set(report["settings"]["fp32_nodes"]) == bad
+
+
+def test_calibration_files(tmp_path):
+    (tmp_path / "a.txt").write_text("eins\n\nzwei\ndrei\n", encoding="utf-8")
+    (tmp_path / "b.jsonl").write_text('{"text": "uno", "label": "positive"}\n{"text": "dos", "label": "negative"}\n')
+    (tmp_path / "c.csv").write_text('id,text,label\n1,"un, deux",neutral\n2,trois,positive\n', encoding="utf-8")
+    (tmp_path / "d.csv").write_text("только текст\nещё один\n", encoding="utf-8")
+    assert calibration.read_text_file(tmp_path / "a.txt").texts == ["eins", "zwei", "drei"]
+    b = calibration.read_text_file(tmp_path / "b.jsonl")
+    assert b.texts == ["uno", "dos"] and b.labels == ["positive", "negative"]
+    c = calibration.read_text_file(tmp_path / "c.csv")
+    assert c.texts == ["un, deux", "trois"] and c.labels == ["neutral", "positive"]
+    assert calibration.read_text_file(tmp_path / "d.csv").texts == ["только текст", "ещё один"]
+    (tmp_path / "bad.jsonl").write_text('{"no_text": 1}\n')
+    with pytest.raises(Exception, match="'text' field"):
+        calibration.read_text_file(tmp_path / "bad.jsonl")
+    cal, held = calibration.split(calibration.read_text_file(tmp_path / "a.txt"), 10, 1)
+    assert len(held.texts) == 1 and not set(cal.texts) & set(held.texts)
+    sample = calibration.corpus_sample(80)
+    assert len(sample.texts) == 80 and len(set(sample.texts)) > 70
+
+
+def test_labelled_calibration_file_reports_accuracy(tmp_path, checkpoints):
+    from tests.conftest import CLS_LABELS, corpus_lines
+
+    rows = [{"text": line[:200], "label": CLS_LABELS[i % 3]} for i, (_, line) in enumerate(corpus_lines(per_lang=4))]
+    path = tmp_path / "labelled.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    settings = QuantizeSettings(mode="static", thresholds=gate.Thresholds(min_agreement=0.0))
+    out = export_bundle(
+        str(checkpoints["text-classification"]),
+        tmp_path / "b",
+        quantize=settings,
+        calibration_file=path,
+        calibration_size=32,
+        eval_size=32,
+    )
+    report = Manifest.read(out / "manifest.json").fidelity["int8"]
+    assert report["calibration_text"] == {"origin": str(path), "calibration": 32, "held_out": 32}
+    assert {"accuracy_fp32", "accuracy_int8", "agreement", "mean_score_error"} <= set(report["gate"])
+    result = mbert_edge.load(out).predict("Hallo Welt", top_k=None)
+    assert sorted(r["label"] for r in result) == sorted(CLS_LABELS)
+    assert np.isclose(sum(r["score"] for r in result), 1.0, atol=1e-4)
