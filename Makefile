@@ -8,7 +8,7 @@ PIP    := $(PY) -m pip install -q --disable-pip-version-check -c constraints.txt
 STAMP  := $(VENV)/.installed
 BUNDLE := bundles/e5-small
 
-.PHONY: demo test lint setup clean
+.PHONY: demo test lint setup bench clean
 
 setup: $(STAMP)
 
@@ -31,5 +31,22 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
+# The benchmark: peers (PyTorch, Optimum, OpenVINO + NNCF) live in their own venv, because Optimum pins
+# transformers < 4.58 while the export stage uses transformers 5. Our bundles are built by the main venv.
+BENCH_VENV := .venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.installed
+
+$(BENCH_STAMP): benchmarks/constraints.txt
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install -q --disable-pip-version-check -c benchmarks/constraints.txt \
+		torch "optimum-onnx[onnxruntime]" transformers onnxruntime onnx openvino nncf matplotlib tokenizers
+	$(BENCH_VENV)/bin/python -m pip install -q --disable-pip-version-check --no-deps -c benchmarks/constraints.txt \
+		-e . dataset-build
+	touch $(BENCH_STAMP)
+
+bench: $(STAMP) $(BENCH_STAMP)
+	$(PY) benchmarks/prepare.py --work benchmarks/work
+	$(BENCH_VENV)/bin/python benchmarks/run.py --work benchmarks/work --out benchmarks/results
+
 clean:
-	rm -rf $(VENV) bundles .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(BENCH_VENV) bundles benchmarks/work .pytest_cache .ruff_cache

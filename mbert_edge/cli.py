@@ -159,7 +159,22 @@ def _cmd_export(args: argparse.Namespace) -> int:
         keep_fp32=args.keep_fp32,
     )
     print(f"exported {args.source} to {path} in {time.perf_counter() - start:.1f} s")
+    from mbert_edge.manifest import Manifest
+
+    int8 = Manifest.read(path / "manifest.json").fidelity.get("int8")
+    if int8:
+        print(f"INT8 accuracy gate: {_gate_summary(int8)}")
     return 0
+
+
+def _gate_summary(report: dict[str, Any]) -> str:
+    g = report["gate"]
+    extra = {k: round(v, 5) for k, v in g.items() if k not in ("metric", "value", "threshold", "passed", "texts")}
+    kept = len(report.get("fp32_groups", []))
+    return (
+        f"{g['metric']} {g['value']:.5f} (needs >= {g['threshold']}) on {g['texts']} held-out texts, "
+        f"{'passed' if g['passed'] else 'FAILED'}; {kept} node group(s) kept in fp32; {extra}"
+    )
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -221,8 +236,14 @@ def _cmd_info(args: argparse.Namespace) -> int:
         kind = f"{f.backend}/{f.format}/{f.precision}" if f.role == "model" else f.role
         print(f"file        {f.path:<18} {f.size / 1e6:9.1f} MB  {kind}")
     for name, report in m.fidelity.items():
-        shown = {k: v for k, v in report.items() if k not in ("languages",)}
-        print(f"fidelity    {name}: {json.dumps(shown)}")
+        if name == "int8":
+            print(f"fidelity    int8 ({report['settings']['mode']}): {_gate_summary(report)}")
+        elif name == "optimization":
+            parity_diff = report["parity"]["max_abs_diff"]
+            print(f"fidelity    fused ops: {json.dumps(report['fused_ops'])}; parity {parity_diff:.1e}")
+        else:
+            shown = {k: v for k, v in report.items() if k not in ("languages",)}
+            print(f"fidelity    {name}: {json.dumps(shown)}")
     print(f"checksums   OK ({len(m.files)} files verified)")
     return 0
 

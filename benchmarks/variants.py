@@ -1,0 +1,168 @@
+"""The benchmarked variants: each builds (if needed) and loads one way of running the same encoder.
+
+Every variant turns the same int64 feeds (input_ids, attention_mask, token_type_ids) into the encoder's
+last hidden state, so timings compare model execution alone (tokenization is the same for all).
+
+Peers run with their own recommended settings and the same thread count:
+PyTorch fp32 and bf16 weights (eager attention, torch.inference_mode), Optimum's INT8 export
+(ORTQuantizer, AutoQuantizationConfig.avx512_vnni, dynamic, per channel) run by ONNX Runtime with default
+session options, OpenVINO INT8 through NNCF post-training quantization (ModelType.TRANSFORMER).
+Ours run through mbert_edge's own backend on the bundle's model file.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+Feeds = dict[str, np.ndarray]
+Runner = Callable[[Feeds], np.ndarray]
+
+PEERS = ("pytorch-fp32", "pytorch-bf16", "optimum-int8", "openvino-int8")
+OURS = ("ours-fp32", "ours-int8-dynamic", "ours-int8-static")
+ALL = PEERS + OURS
+
+
+def _torch_runner(ckpt: Path, threads: int, bf16: bool) -> Runner:
+    import torch
+    import transformers
+
+    torch.set_num_threads(threads)
+    model = transformers.AutoModel.from_pretrained(str(ckpt), attn_implementation="eager").eval()
+    if bf16:
+        model = model.to(torch.bfloat16)
+
+    def run(feeds: Feeds) -> np.ndarray:
+        with torch.inference_mode():
+            out = model(**{k: torch.from_numpy(v) for k, v in feeds.items()}).last_hidden_state
+        return out.float().numpy()
+
+    return run
+
+
+def optimum_int8_path(ckpt: Path, work: Path) -> Path:
+    """Optimum's recipe: export with optimum, then dynamic INT8 for AVX-512 VNNI, per channel."""
+    out = work / "optimum-int8"
+    model_file = out / "model_quantized.onnx"
+    if model_file.exists():
+        return model_file
+    from optimum.onnxruntime import ORTModelForFeatureExtraction, ORTQuantizer
+    from optimum.onnxruntime.configuration import AutoQuantizationConfig
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ORTModelForFeatureExtraction.from_pretrained(str(ckpt), export=True).save_pretrained(tmp)
+        quantizer = ORTQuantizer.from_pretrained(tmp)
+        quantizer.quantize(
+            save_dir=str(out), quantization_config=AutoQuantizationConfig.avx512_vnni(is_static=False, per_channel=True)
+        )
+    return model_file
+
+
+def _ort_runner(path: Path, threads: int) -> Runner:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+
+    def run(feeds: Feeds) -> np.ndarray:
+        return session.run(None, {k: feeds[k] for k in names})[0]
+
+    return run
+
+
+def openvino_int8_path(ckpt: Path, work: Path, calibration: Sequence[Feeds]) -> Path:
+    """OpenVINO's recipe: convert the PyTorch model, NNCF post-training INT8 for transformers."""
+    out = work / "openvino-int8" / "model.xml"
+    if out.exists():
+        return out
+    import nncf
+    import openvino as ov
+    import torch
+    import transformers
+
+    model = transformers.AutoModel.from_pretrained(str(ckpt), attn_implementation="eager").eval()
+    example = {k: torch.from_numpy(v) for k, v in calibration[0].items()}
+    with torch.no_grad():
+        ov_model = ov.convert_model(model, example_input=example)
+    ov_model.reshape({name: ov.PartialShape([-1, -1]) for name in example})
+    dataset = nncf.Dataset(list(calibration))
+    quantized = nncf.quantize(
+        ov_model,
+        dataset,
+        model_type=nncf.ModelType.TRANSFORMER,
+        subset_size=sum(int(f["input_ids"].shape[0]) for f in calibration),
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ov.save_model(quantized, str(out))
+    return out
+
+
+def _openvino_runner(path: Path, threads: int) -> Runner:
+    import openvino as ov
+
+    core = ov.Core()
+    compiled = core.compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": threads})
+    request = compiled.create_infer_request()
+    names = [i.get_any_name() for i in compiled.inputs]
+
+    def run(feeds: Feeds) -> np.ndarray:
+        result = request.infer({k: feeds[k] for k in names if k in feeds})
+        return np.asarray(result[compiled.outputs[0]])
+
+    return run
+
+
+def _ours_runner(bundle: Path, threads: int) -> Runner:
+    import mbert_edge
+
+    predictor = mbert_edge.load(bundle, threads=threads)
+    backend = predictor.backend
+
+    def run(feeds: Feeds) -> np.ndarray:
+        return next(iter(backend.run(feeds).values()))
+
+    return run
+
+
+def artifact(name: str, model_dir: Path, calibration: Sequence[Feeds]) -> Path:
+    """The file or directory a variant loads (built first when needed)."""
+    ckpt = Path((model_dir / "checkpoint.txt").read_text().strip())
+    if name.startswith("pytorch"):
+        return ckpt
+    if name == "optimum-int8":
+        return optimum_int8_path(ckpt, model_dir)
+    if name == "openvino-int8":
+        return openvino_int8_path(ckpt, model_dir, calibration)
+    return model_dir / f"bundle-{name.removeprefix('ours-')}"
+
+
+def size_bytes(name: str, path: Path) -> int:
+    """Bytes on disk of what the variant needs to run (weights / model files, not tokenizers)."""
+    if name.startswith("pytorch"):
+        return sum(p.stat().st_size for p in path.glob("*.safetensors"))
+    if name == "openvino-int8":
+        return path.stat().st_size + path.with_suffix(".bin").stat().st_size
+    if name.startswith("ours"):
+        import json
+
+        manifest = json.loads((path / "manifest.json").read_text())
+        return sum(f["size"] for f in manifest["files"] if f["role"] == "model")
+    return path.stat().st_size
+
+
+def load(name: str, path: Path, threads: int) -> Runner:
+    """A runner for variant ``name`` from its artifact."""
+    if name == "pytorch-fp32":
+        return _torch_runner(path, threads, bf16=False)
+    if name == "pytorch-bf16":
+        return _torch_runner(path, threads, bf16=True)
+    if name == "optimum-int8":
+        return _ort_runner(path, threads)
+    if name == "openvino-int8":
+        return _openvino_runner(path, threads)
+    return _ours_runner(path, threads)
