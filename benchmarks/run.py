@@ -16,7 +16,6 @@ import json
 import os
 import platform
 import random
-import resource
 import subprocess
 import sys
 import time
@@ -112,7 +111,9 @@ def worker(name: str, path: Path, vocab: int, threads: int) -> None:
     cold = time.perf_counter() - start
     for batch, seq in SHAPES.values():
         run(feeds(batch, seq, vocab))
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # VmHWM, not ru_maxrss: Linux carries the parent's ru_maxrss over fork+exec into the child
+    with open("/proc/self/status") as f:
+        rss = next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
     print(json.dumps({"cold_start_s": cold, "peak_rss_mb": rss}))
 
 

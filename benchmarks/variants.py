@@ -22,7 +22,7 @@ Feeds = dict[str, np.ndarray]
 Runner = Callable[[Feeds], np.ndarray]
 
 PEERS = ("pytorch-fp32", "pytorch-bf16", "optimum-int8", "openvino-int8")
-OURS = ("ours-fp32", "ours-int8-dynamic", "ours-int8-static")
+OURS = ("ours-fp32", "ours-int8-dynamic", "ours-int8-static", "ours-int8-static-openvino")
 ALL = PEERS + OURS
 
 
@@ -75,27 +75,18 @@ def _ort_runner(path: Path, threads: int) -> Runner:
     return run
 
 
-def openvino_int8_path(ckpt: Path, work: Path, calibration: Sequence[Feeds]) -> Path:
-    """OpenVINO's recipe: convert the PyTorch model, NNCF post-training INT8 for transformers."""
+def openvino_int8_path(onnx_model: Path, work: Path, calibration: Sequence[Feeds]) -> Path:
+    """OpenVINO's recipe: read the plain fp32 ONNX graph (dynamic axes), NNCF post-training INT8 for
+    transformers. (Converting the PyTorch model directly traced the attention mask's shape here.)"""
     out = work / "openvino-int8" / "model.xml"
     if out.exists():
         return out
     import nncf
     import openvino as ov
-    import torch
-    import transformers
 
-    model = transformers.AutoModel.from_pretrained(str(ckpt), attn_implementation="eager").eval()
-    example = {k: torch.from_numpy(v) for k, v in calibration[0].items()}
-    with torch.no_grad():
-        ov_model = ov.convert_model(model, example_input=example)
-    ov_model.reshape({name: ov.PartialShape([-1, -1]) for name in example})
-    dataset = nncf.Dataset(list(calibration))
+    ov_model = ov.convert_model(str(onnx_model))
     quantized = nncf.quantize(
-        ov_model,
-        dataset,
-        model_type=nncf.ModelType.TRANSFORMER,
-        subset_size=sum(int(f["input_ids"].shape[0]) for f in calibration),
+        ov_model, nncf.Dataset(list(calibration)), model_type=nncf.ModelType.TRANSFORMER, subset_size=len(calibration)
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     ov.save_model(quantized, str(out))
@@ -117,10 +108,10 @@ def _openvino_runner(path: Path, threads: int) -> Runner:
     return run
 
 
-def _ours_runner(bundle: Path, threads: int) -> Runner:
+def _ours_runner(bundle: Path, threads: int, backend: str = "auto") -> Runner:
     import mbert_edge
 
-    predictor = mbert_edge.load(bundle, threads=threads)
+    predictor = mbert_edge.load(bundle, backend=backend, threads=threads)
     backend = predictor.backend
 
     def run(feeds: Feeds) -> np.ndarray:
@@ -137,8 +128,8 @@ def artifact(name: str, model_dir: Path, calibration: Sequence[Feeds]) -> Path:
     if name == "optimum-int8":
         return optimum_int8_path(ckpt, model_dir)
     if name == "openvino-int8":
-        return openvino_int8_path(ckpt, model_dir, calibration)
-    return model_dir / f"bundle-{name.removeprefix('ours-')}"
+        return openvino_int8_path(model_dir / "bundle-fp32" / "model.onnx", model_dir, calibration)
+    return model_dir / f"bundle-{name.removeprefix('ours-').removesuffix('-openvino')}"
 
 
 def size_bytes(name: str, path: Path) -> int:
@@ -165,4 +156,4 @@ def load(name: str, path: Path, threads: int) -> Runner:
         return _ort_runner(path, threads)
     if name == "openvino-int8":
         return _openvino_runner(path, threads)
-    return _ours_runner(path, threads)
+    return _ours_runner(path, threads, backend="openvino" if name.endswith("-openvino") else "auto")

@@ -148,7 +148,13 @@ def export_bundle(
             fused.unlink()
             model_entries.append(
                 bundle_writer.file_entry(
-                    stage, INT8_FILE, "model", backend="onnxruntime", precision="int8", format="onnx"
+                    stage,
+                    INT8_FILE,
+                    "model",
+                    backend="onnxruntime",
+                    precision="int8",
+                    format="onnx",
+                    quantization="dynamic" if quantize.mode == "dynamic" else "static-qdq",
                 )
             )
             if not keep_fp32:

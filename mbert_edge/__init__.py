@@ -59,7 +59,8 @@ def load(
     tokenizer = BundleTokenizer(
         bundle.file_path(bundle.manifest.tokenizer_file()), bundle.manifest.max_length, truncation=truncation
     )
-    return Predictor(bundle, backend_cls(bundle.file_path(entry), threads=threads), entry, tokenizer)
+    backend_obj = backend_cls(bundle.file_path(entry), threads=threads, precision=entry.precision)
+    return Predictor(bundle, backend_obj, entry, tokenizer)
 
 
 __all__ = [

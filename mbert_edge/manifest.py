@@ -38,6 +38,7 @@ class FileEntry:
     backend: str | None = None  # model files: the runtime family that runs it, e.g. "onnxruntime"
     precision: str | None = None  # model files: "fp32", later "int8", "fp16", ...
     format: str | None = None  # model files: "onnx", later "tensorrt-plan"
+    quantization: str | None = None  # int8 model files: "dynamic" (ONNX Runtime integer ops) or "static-qdq"
 
 
 @dataclass(frozen=True)
@@ -214,4 +215,5 @@ def _file_entry(x: Any) -> FileEntry:
         backend=x.get("backend"),
         precision=x.get("precision"),
         format=x.get("format"),
+        quantization=x.get("quantization"),
     )

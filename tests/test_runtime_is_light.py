@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-HEAVY = ("torch", "transformers", "optimum", "onnx", "mbert_edge_export")
+HEAVY = ("torch", "transformers", "optimum", "onnx", "openvino", "mbert_edge_export")
 
 
 def test_load_and_predict_without_heavy_imports(bundles):

@@ -19,6 +19,9 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 METHODS = ("minmax", "entropy", "percentile")
+#: only the matmuls: they hold nearly all the work. Quantizing Gather/Reshape/... too only adds
+#: quantize-dequantize round trips (and a quantized CLS Gather trips OpenVINO's low-precision passes).
+STATIC_OP_TYPES = ("MatMul", "Gemm")
 
 
 class _Reader:
@@ -89,6 +92,7 @@ def quantize_static(
             weight_type=QuantType.QInt8,
             calibrate_method=calibrate,
             nodes_to_exclude=list(nodes_to_exclude),
+            op_types_to_quantize=list(STATIC_OP_TYPES),
             extra_options=extra,
             calibration_providers=["CPUExecutionProvider"],
         )

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from mbert_edge.backends.base import Backend
 from mbert_edge.backends.onnxruntime import OnnxRuntimeCPUBackend
+from mbert_edge.backends.openvino import OpenVINOCPUBackend
 from mbert_edge.errors import BackendUnavailableError
 from mbert_edge.manifest import FileEntry
 
-#: every backend by name; "auto" tries them in this order
+#: every backend by name; "auto" tries those with ``auto = True`` in this order
 REGISTRY: dict[str, type[Backend]] = {
     OnnxRuntimeCPUBackend.name: OnnxRuntimeCPUBackend,
+    OpenVINOCPUBackend.name: OpenVINOCPUBackend,
 }
 ALIASES = {"cpu": OnnxRuntimeCPUBackend.name, "ort": OnnxRuntimeCPUBackend.name}
 
@@ -27,7 +29,7 @@ def choose(name: str, files: list[FileEntry], precision: str | None = None) -> t
     """
     if name == "auto":
         tried = []
-        for cls in REGISTRY.values():
+        for cls in (c for c in REGISTRY.values() if c.auto):
             entry = cls.pick_file(files, precision)
             if entry is not None and cls.is_available():
                 return cls, entry

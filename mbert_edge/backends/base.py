@@ -30,6 +30,8 @@ class Backend(abc.ABC):
     precisions: ClassVar[tuple[str, ...]]
     #: the pip extra that installs what it needs, for error messages
     extra: ClassVar[str | None] = None
+    #: whether ``backend="auto"`` may choose it (optional heavy runtimes are chosen by name only)
+    auto: ClassVar[bool] = True
 
     @classmethod
     @abc.abstractmethod
@@ -48,7 +50,8 @@ class Backend(abc.ABC):
         return None
 
     @abc.abstractmethod
-    def __init__(self, model_path: Path, threads: int | None = None) -> None: ...
+    def __init__(self, model_path: Path, threads: int | None = None, precision: str | None = None) -> None:
+        """Load ``model_path`` (a file of the given precision) to run with ``threads`` CPU threads."""
 
     @property
     @abc.abstractmethod

@@ -43,7 +43,7 @@ class OnnxRuntimeCPUBackend(Backend):
             return False
         return all(p in onnxruntime.get_available_providers() for p in cls.providers)
 
-    def __init__(self, model_path: Path, threads: int | None = None) -> None:
+    def __init__(self, model_path: Path, threads: int | None = None, precision: str | None = None) -> None:
         import onnxruntime as ort
 
         if threads is not None and threads < 1:
