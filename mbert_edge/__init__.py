@@ -52,10 +52,13 @@ def load(
         precision: run the model file of this precision (``"fp32"``, ...) instead of the backend's favourite.
         truncation: cut texts longer than the bundle's ``max_length`` tokens (default); with ``False`` such
             a text raises :class:`TextTooLongError`.
-        verify: check every file's SHA-256 against the manifest (default). ``False`` checks sizes only.
+        verify: check the SHA-256 of the files it loads (the chosen model file and the tokenizer) against the
+            manifest (default); every listed file's presence and size is always checked.
     """
-    bundle = Bundle.open(path, verify=verify)
+    bundle = Bundle.open(path, verify=False)  # schema, version, presence and sizes of every file
     backend_cls, entry = backends.choose(backend, bundle.manifest.model_files(), precision)
+    if verify:  # hash what this predictor reads; `mbert-edge info` hashes every file
+        bundle.verify([entry, bundle.manifest.tokenizer_file()])
     tokenizer = BundleTokenizer(
         bundle.file_path(bundle.manifest.tokenizer_file()), bundle.manifest.max_length, truncation=truncation
     )

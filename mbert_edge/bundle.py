@@ -59,11 +59,12 @@ class Bundle:
         """Absolute path of a file listed in the manifest."""
         return self.path / entry.path
 
-    def verify(self) -> list[FileEntry]:
-        """Hash every file again; return the entries checked. Raises on the first mismatch."""
-        for entry in self.manifest.files:
+    def verify(self, entries: list[FileEntry] | None = None) -> list[FileEntry]:
+        """Hash ``entries`` (default: every file) against the manifest; raise on the first mismatch."""
+        entries = list(self.manifest.files) if entries is None else entries
+        for entry in entries:
             self._check_file(entry, hash_it=True)
-        return list(self.manifest.files)
+        return entries
 
     def _check_file(self, entry: FileEntry, hash_it: bool) -> None:
         p = self.file_path(entry)

@@ -129,7 +129,7 @@ def test_fallback_keeps_most_sensitive_groups_in_fp32(tmp_path, bundles, monkeyp
 
     monkeypatch.setattr(gate, "evaluate", fake_evaluate)
     monkeypatch.setattr("mbert_edge_export.quantize.dynamic.quantize_dynamic", fake_dynamic)
-    monkeypatch.setattr(gate, "_outputs", lambda path, batches: [])
+    monkeypatch.setattr(gate, "model_outputs", lambda path, batches: [])
     report = quantize_with_gate(src, tmp_path / "q.onnx", QuantizeSettings(), "feature-extraction", LAYERS, [], [])
     assert report["sensitivity"][0]["group"] == 1  # ranked most damaging first
     assert report["fp32_groups"] == [1] and report["gate"]["passed"]
@@ -177,3 +177,21 @@ def test_labelled_calibration_file_reports_accuracy(tmp_path, checkpoints):
     result = mbert_edge.load(out).predict("Hallo Welt", top_k=None)
     assert sorted(r["label"] for r in result) == sorted(CLS_LABELS)
     assert np.isclose(sum(r["score"] for r in result), 1.0, atol=1e-4)
+
+
+def test_load_hashes_the_files_it_uses(tmp_path, dynamic_bundle):
+    import shutil
+
+    from mbert_edge.bundle import Bundle
+    from mbert_edge.errors import BundleIntegrityError
+
+    b = tmp_path / "b"
+    shutil.copytree(dynamic_bundle, b)
+    data = bytearray((b / "model.onnx").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (b / "model.onnx").write_bytes(bytes(data))
+    assert mbert_edge.load(b).model_file.precision == "int8"  # the fp32 file is not read, so not hashed
+    with pytest.raises(BundleIntegrityError, match=r"model\.onnx fails its checksum"):
+        mbert_edge.load(b, precision="fp32")
+    with pytest.raises(BundleIntegrityError):
+        Bundle.open(b).verify()  # what `mbert-edge info` does: every file

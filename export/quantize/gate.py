@@ -40,7 +40,8 @@ class Thresholds:
     min_cosine: float = 0.99
 
 
-def _outputs(path: Path, batches: Sequence[dict[str, np.ndarray]]) -> list[np.ndarray]:
+def model_outputs(path: Path, batches: Sequence[dict[str, np.ndarray]]) -> list[np.ndarray]:
+    """The model's first output on every batch, run by the runtime's ONNX Runtime backend."""
     backend = OnnxRuntimeCPUBackend(path)
     return [next(iter(backend.run(b).values())) for b in batches]
 
@@ -56,7 +57,7 @@ def evaluate(
     thresholds: Thresholds = Thresholds(),
 ) -> dict[str, Any]:
     """Compare the candidate model's outputs on ``batches`` with the fp32 ``reference`` outputs."""
-    got = _outputs(candidate_path, batches)
+    got = model_outputs(candidate_path, batches)
     report: dict[str, Any] = {"texts": int(sum(b["input_ids"].shape[0] for b in batches))}
     if task == TEXT_CLASSIFICATION:
         ref_s = np.concatenate([classification.scores_from_logits(r, score_function) for r in reference])

@@ -53,7 +53,7 @@ def quantize_with_gate(
     """Write the INT8 model to ``dst``; return its fidelity report. Raise if the gate cannot be met."""
     if settings.mode not in MODES:
         raise ExportError(f"--quantize must be one of {', '.join(MODES)}, not {settings.mode!r}")
-    reference = gate._outputs(src, evaluation)
+    reference = gate.model_outputs(src, evaluation)
 
     def quantize(exclude: Sequence[str], out: Path) -> dict[str, Any]:
         if settings.mode == "dynamic":
