@@ -171,10 +171,17 @@ def _gate_summary(report: dict[str, Any]) -> str:
     g = report["gate"]
     extra = {k: round(v, 5) for k, v in g.items() if k not in ("metric", "value", "threshold", "passed", "texts")}
     kept = len(report.get("fp32_groups", []))
-    return (
+    text = (
         f"{g['metric']} {g['value']:.5f} (needs >= {g['threshold']}) on {g['texts']} held-out texts, "
         f"{'passed' if g['passed'] else 'FAILED'}; {kept} node group(s) kept in fp32; {extra}"
     )
+    cost = report.get("fallback_speed_cost")
+    if cost:
+        text += (
+            f"; the fp32 groups cost x{cost['slowdown']} ({cost['all_int8_ms']} -> "
+            f"{cost['with_fp32_groups_ms']} ms per batch of {cost['batch_shape']})"
+        )
+    return text
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:

@@ -130,10 +130,19 @@ def test_fallback_keeps_most_sensitive_groups_in_fp32(tmp_path, bundles, monkeyp
     monkeypatch.setattr(gate, "evaluate", fake_evaluate)
     monkeypatch.setattr("mbert_edge_export.quantize.dynamic.quantize_dynamic", fake_dynamic)
     monkeypatch.setattr(gate, "model_outputs", lambda path, batches: [])
-    report = quantize_with_gate(src, tmp_path / "q.onnx", QuantizeSettings(), "feature-extraction", LAYERS, [], [])
+    timings = iter([10.0, 12.5])
+    monkeypatch.setattr(gate, "latency_ms", lambda path, batch: next(timings))
+    batch = {"input_ids": np.zeros((8, 20), np.int64)}
+    report = quantize_with_gate(src, tmp_path / "q.onnx", QuantizeSettings(), "feature-extraction", LAYERS, [], [batch])
     assert report["sensitivity"][0]["group"] == 1  # ranked most damaging first
     assert report["fp32_groups"] == [1] and report["gate"]["passed"]
     assert set(report["settings"]["fp32_nodes"]) == bad
+    assert report["fallback_speed_cost"] == {
+        "batch_shape": [8, 20],
+        "all_int8_ms": 10.0,
+        "with_fp32_groups_ms": 12.5,
+        "slowdown": 1.25,
+    }
 
 
 def test_calibration_files(tmp_path):

@@ -101,6 +101,20 @@ def evaluate(
     return report
 
 
+def latency_ms(path: Path, batch: dict[str, np.ndarray], reps: int = 5) -> float:
+    """Median milliseconds of one run of the model on ``batch`` (after one warm-up run)."""
+    import time
+
+    backend = OnnxRuntimeCPUBackend(path)
+    backend.run(batch)
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        backend.run(batch)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times) * 1000)
+
+
 def quantizable_nodes(path: Path) -> list[str]:
     """Names of the nodes quantization would touch, in graph (topological) order."""
     import onnx

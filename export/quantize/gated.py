@@ -90,6 +90,7 @@ def quantize_with_gate(
     if result["passed"]:
         return report
 
+    all_int8_ms = gate.latency_ms(dst, evaluation[0]) if evaluation else None
     groups = gate.node_groups(gate.quantizable_nodes(src), num_layers + 2)
     log.info("ranking %d node groups by sensitivity (quantizing one group at a time)", len(groups))
     ranking = gate.sensitivity(
@@ -106,6 +107,10 @@ def quantize_with_gate(
         log.info("keeping %d group(s) in fp32: %s = %.5f", step, result["metric"], result["value"])
         if result["passed"]:
             report.update(settings=recipe, gate=result)
+            if all_int8_ms is not None:
+                report["fallback_speed_cost"] = _speed_cost(
+                    all_int8_ms, gate.latency_ms(dst, evaluation[0]), evaluation[0]
+                )
             return report
     report.update(settings=recipe, gate=result)
     raise QuantizationGateError(
@@ -114,3 +119,21 @@ def quantize_with_gate(
         "(--min-agreement / --min-cosine), try --quantize dynamic or another --calibration-method, or ship fp32",
         report,
     )
+
+
+def _speed_cost(all_int8_ms: float, fallback_ms: float, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+    """What keeping node groups in fp32 costs, timed on one held-out batch during export."""
+    cost = {
+        "batch_shape": list(batch["input_ids"].shape),
+        "all_int8_ms": round(all_int8_ms, 3),
+        "with_fp32_groups_ms": round(fallback_ms, 3),
+        "slowdown": round(fallback_ms / all_int8_ms, 3),
+    }
+    log.info(
+        "speed cost of the fp32 fallback: %.2f ms -> %.2f ms per batch of %s (x%.2f)",
+        all_int8_ms,
+        fallback_ms,
+        cost["batch_shape"],
+        cost["slowdown"],
+    )
+    return cost
