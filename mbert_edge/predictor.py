@@ -94,7 +94,7 @@ class Predictor:
         items, single = _as_texts(texts)
         results: list[Any] = [None] * len(items)
         labels = self.manifest.labels or {}
-        for idx, encodings, outputs in self._forward(items, batch_size):
+        for idx, encodings, _feeds, outputs in self._forward(items, batch_size):
             logits = next(iter(outputs.values()))
             if self.task == TEXT_CLASSIFICATION:
                 scores = classification.scores_from_logits(logits, self.manifest.score_function)
@@ -143,9 +143,9 @@ class Predictor:
             items = [prefix + t for t in items]
         do_norm = spec.normalize if normalize is None else bool(normalize)
         out: np.ndarray | None = None
-        for idx, _encodings, outputs in self._forward(items, batch_size, keep_mask=True):
+        for idx, _encodings, feeds, outputs in self._forward(items, batch_size):
             hidden = outputs[self.manifest.outputs[0]]
-            vectors = embedding.pool(hidden, outputs["__mask__"], spec.pooling)
+            vectors = embedding.pool(hidden, feeds["attention_mask"], spec.pooling)
             if do_norm:
                 vectors = embedding.l2_normalize(vectors)
             if out is None:
@@ -165,9 +165,9 @@ class Predictor:
 
     # ----------------------------------------------------------------- internals
     def _forward(
-        self, items: list[str], batch_size: int, keep_mask: bool = False
-    ) -> Iterator[tuple[np.ndarray, list[Encoding], dict[str, np.ndarray]]]:
-        """Tokenize, batch by length, run; yield (input indices, encodings, outputs) per batch."""
+        self, items: list[str], batch_size: int
+    ) -> Iterator[tuple[np.ndarray, list[Encoding], dict[str, np.ndarray], dict[str, np.ndarray]]]:
+        """Tokenize, batch by length, run; yield (input indices, encodings, feeds, outputs) per batch."""
         if not items:
             return
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -182,7 +182,4 @@ class Predictor:
         for idx in length_sorted_batches(lengths, batch_size, max(DEFAULT_MAX_TOKENS, self.tokenizer.max_length)):
             batch = [encodings[i] for i in idx]
             feeds = self.tokenizer.pad(batch)
-            outputs = self.backend.run(feeds)
-            if keep_mask:
-                outputs["__mask__"] = feeds["attention_mask"]
-            yield idx, batch, outputs
+            yield idx, batch, feeds, self.backend.run(feeds)
