@@ -204,3 +204,29 @@ def test_load_hashes_the_files_it_uses(tmp_path, dynamic_bundle):
         mbert_edge.load(b, precision="fp32")
     with pytest.raises(BundleIntegrityError):
         Bundle.open(b).verify()  # what `mbert-edge info` does: every file
+
+
+def test_static_calibrates_once_per_work_dir(tmp_path, bundles, monkeypatch):
+    """The gate's fallback passes reuse the calibrated ranges instead of calibrating again."""
+    from mbert_edge.tokenizer import BundleTokenizer
+    from mbert_edge_export.quantize import static
+    from tests.conftest import corpus_lines
+
+    src = tmp_path / "fused.onnx"
+    optimize_graph(bundles["feature-extraction"] / "model.onnx", src, 2, 32)
+    tok = BundleTokenizer(bundles["feature-extraction"] / "tokenizer.json", 128)
+    feeds = list(
+        calibration.batches(
+            tok, [t[:200] for _, t in corpus_lines(per_lang=1)], ["input_ids", "attention_mask", "token_type_ids"]
+        )
+    )
+    reads = []
+    original = static._Reader.get_next
+    monkeypatch.setattr(static._Reader, "get_next", lambda self: reads.append(1) or original(self))
+    nodes = [n for n in gate.quantizable_nodes(src) if n.endswith("MatMul")]
+    static.quantize_static(src, tmp_path / "a.onnx", feeds, work_dir=tmp_path / "work")
+    first = len(reads)
+    static.quantize_static(src, tmp_path / "b.onnx", feeds, nodes_to_exclude=nodes[:2], work_dir=tmp_path / "work")
+    assert first >= len(feeds) and len(reads) == first  # second pass read no calibration batch
+    assert op_counts(tmp_path / "b.onnx")["MatMul"] > 0
+    assert op_counts(tmp_path / "a.onnx")["QuantizeLinear"] > op_counts(tmp_path / "b.onnx")["QuantizeLinear"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,72 +54,80 @@ def quantize_with_gate(
     """Write the INT8 model to ``dst``; return its fidelity report. Raise if the gate cannot be met."""
     if settings.mode not in MODES:
         raise ExportError(f"--quantize must be one of {', '.join(MODES)}, not {settings.mode!r}")
-    reference = gate.model_outputs(src, evaluation)
+    with tempfile.TemporaryDirectory(prefix="mbert-edge-calibration-") as tmp:
+        work = Path(tmp)  # static mode: calibrated ranges, reused by every fallback pass
+        reference = gate.model_outputs(src, evaluation)
 
-    def quantize(exclude: Sequence[str], out: Path) -> dict[str, Any]:
-        if settings.mode == "dynamic":
-            return dynamic.quantize_dynamic(src, out, per_channel=settings.per_channel, nodes_to_exclude=exclude)
-        return static.quantize_static(
-            src, out, calibration, method=settings.method, per_channel=settings.per_channel, nodes_to_exclude=exclude
+        def quantize(exclude: Sequence[str], out: Path) -> dict[str, Any]:
+            if settings.mode == "dynamic":
+                return dynamic.quantize_dynamic(src, out, per_channel=settings.per_channel, nodes_to_exclude=exclude)
+            return static.quantize_static(
+                src,
+                out,
+                calibration,
+                method=settings.method,
+                per_channel=settings.per_channel,
+                nodes_to_exclude=exclude,
+                work_dir=work,  # calibrate once for every fallback pass
+            )
+
+        def check(path: Path) -> dict[str, Any]:
+            return gate.evaluate(
+                reference,
+                path,
+                evaluation,
+                task,
+                embedding_spec=embedding_spec,
+                score_function=score_function,
+                labels=labels,
+                thresholds=settings.thresholds,
+            )
+
+        log.info(
+            "quantizing (%s%s)", settings.mode, f", {settings.method} calibration" if settings.mode == "static" else ""
         )
-
-    def check(path: Path) -> dict[str, Any]:
-        return gate.evaluate(
-            reference,
-            path,
-            evaluation,
-            task,
-            embedding_spec=embedding_spec,
-            score_function=score_function,
-            labels=labels,
-            thresholds=settings.thresholds,
-        )
-
-    log.info(
-        "quantizing (%s%s)", settings.mode, f", {settings.method} calibration" if settings.mode == "static" else ""
-    )
-    recipe = quantize([], dst)
-    result = check(dst)
-    report: dict[str, Any] = {"settings": recipe, "gate": result, "fp32_groups": []}
-    log.info(
-        "accuracy gate: %s = %.5f (needs >= %.3f): %s",
-        result["metric"],
-        result["value"],
-        result["threshold"],
-        "passed" if result["passed"] else "FAILED",
-    )
-    if result["passed"]:
-        return report
-
-    all_int8_ms = gate.latency_ms(dst, evaluation[0]) if evaluation else None
-    groups = gate.node_groups(gate.quantizable_nodes(src), num_layers + 2)
-    log.info("ranking %d node groups by sensitivity (quantizing one group at a time)", len(groups))
-    ranking = gate.sensitivity(
-        groups, lambda exclude, out: quantize(exclude, out), lambda p: check(p)["value"], dst.parent
-    )
-    report["sensitivity"] = [{"group": i, "nodes": groups[i], "value_alone": v} for i, v in ranking]
-    limit = settings.max_fallback_groups if settings.max_fallback_groups is not None else len(groups) - 1
-    excluded: list[str] = []
-    for step, (gi, _) in enumerate(ranking[:limit], 1):
-        excluded += groups[gi]
-        recipe = quantize(excluded, dst)
+        recipe = quantize([], dst)
         result = check(dst)
-        report["fp32_groups"].append(gi)
-        log.info("keeping %d group(s) in fp32: %s = %.5f", step, result["metric"], result["value"])
+        report: dict[str, Any] = {"settings": recipe, "gate": result, "fp32_groups": []}
+        log.info(
+            "accuracy gate: %s = %.5f (needs >= %.3f): %s",
+            result["metric"],
+            result["value"],
+            result["threshold"],
+            "passed" if result["passed"] else "FAILED",
+        )
         if result["passed"]:
-            report.update(settings=recipe, gate=result)
-            if all_int8_ms is not None:
-                report["fallback_speed_cost"] = _speed_cost(
-                    all_int8_ms, gate.latency_ms(dst, evaluation[0]), evaluation[0]
-                )
             return report
-    report.update(settings=recipe, gate=result)
-    raise QuantizationGateError(
-        f"the INT8 model reaches {result['metric']} {result['value']:.5f} < {result['threshold']} even with "
-        f"{len(report['fp32_groups'])} of {len(groups)} node groups kept in fp32; lower the threshold "
-        "(--min-agreement / --min-cosine), try --quantize dynamic or another --calibration-method, or ship fp32",
-        report,
-    )
+
+        all_int8_ms = gate.latency_ms(dst, evaluation[0]) if evaluation else None
+        groups = gate.node_groups(gate.quantizable_nodes(src), num_layers + 2)
+        log.info("ranking %d node groups by sensitivity (quantizing one group at a time)", len(groups))
+        ranking = gate.sensitivity(
+            groups, lambda exclude, out: quantize(exclude, out), lambda p: check(p)["value"], dst.parent
+        )
+        report["sensitivity"] = [{"group": i, "nodes": groups[i], "value_alone": v} for i, v in ranking]
+        limit = settings.max_fallback_groups if settings.max_fallback_groups is not None else len(groups) - 1
+        excluded: list[str] = []
+        for step, (gi, _) in enumerate(ranking[:limit], 1):
+            excluded += groups[gi]
+            recipe = quantize(excluded, dst)
+            result = check(dst)
+            report["fp32_groups"].append(gi)
+            log.info("keeping %d group(s) in fp32: %s = %.5f", step, result["metric"], result["value"])
+            if result["passed"]:
+                report.update(settings=recipe, gate=result)
+                if all_int8_ms is not None:
+                    report["fallback_speed_cost"] = _speed_cost(
+                        all_int8_ms, gate.latency_ms(dst, evaluation[0]), evaluation[0]
+                    )
+                return report
+        report.update(settings=recipe, gate=result)
+        raise QuantizationGateError(
+            f"the INT8 model reaches {result['metric']} {result['value']:.5f} < {result['threshold']} even with "
+            f"{len(report['fp32_groups'])} of {len(groups)} node groups kept in fp32; lower the threshold "
+            "(--min-agreement / --min-cosine), try --quantize dynamic or another --calibration-method, or ship fp32",
+            report,
+        )
 
 
 def _speed_cost(all_int8_ms: float, fallback_ms: float, batch: dict[str, np.ndarray]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ pairs that ONNX Runtime fuses into integer kernels at load time.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -40,10 +41,6 @@ class _Reader:
                 log.info("calibration: batch %d/%d", self._done, len(self._batches))
         return item
 
-    def rewind(self) -> None:
-        self._it = iter(self._batches)
-        self._done = 0
-
     def set_range(self, start_index: int, end_index: int) -> None:  # protocol method, unused
         self._it = iter(self._batches[start_index:end_index])
 
@@ -56,8 +53,14 @@ def quantize_static(
     per_channel: bool = True,
     nodes_to_exclude: Sequence[str] = (),
     activation: str = "uint8",
+    work_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Calibrate on ``batches`` and write the QDQ model ``dst``; return the settings used."""
+    """Calibrate on ``batches`` and write the QDQ model ``dst``; return the settings used.
+
+    With ``work_dir`` the shape-inferred model and the calibrated activation ranges are kept there and reused
+    by later calls on the same ``src`` (ranges do not depend on which nodes are excluded), so the accuracy
+    gate's fallback passes calibrate once instead of once per pass.
+    """
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType
     from onnxruntime.quantization import quantize_static as ort_quantize_static
@@ -77,11 +80,14 @@ def quantize_static(
     if method == "percentile":
         extra["CalibPercentile"] = 99.999
     extra["CalibTensorRangeSymmetric"] = False
-    with tempfile.TemporaryDirectory(prefix="mbert-edge-static-") as tmp:
+    with contextlib.ExitStack() as stack:
+        work = work_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mbert-edge-static-")))
+        work.mkdir(parents=True, exist_ok=True)
         # Symbolic shape inference types the outputs of the fused contrib ops (SkipLayerNormalization, ...);
         # without it the quantizer cannot see the MatMuls' activations and leaves them in fp32.
-        shaped = Path(tmp) / "shaped.onnx"
-        quant_pre_process(str(src), str(shaped), skip_optimization=True)
+        shaped = work / "shaped.onnx"
+        if not shaped.exists():
+            quant_pre_process(str(src), str(shaped), skip_optimization=True)
         ort_quantize_static(
             str(shaped),
             str(dst),
@@ -95,6 +101,7 @@ def quantize_static(
             op_types_to_quantize=list(STATIC_OP_TYPES),
             extra_options=extra,
             calibration_providers=["CPUExecutionProvider"],
+            calibration_cache_path=work / f"ranges-{method}.json",
         )
     return {
         "mode": "static",
