@@ -273,6 +273,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return commands[args.command](args)
     except MbertEdgeError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        report = getattr(exc, "report", None)  # the accuracy gate's report, when quantization failed it
+        if report:
+            print(f"INT8 accuracy gate: {_gate_summary(report)}", file=sys.stderr)
+            ranking = ", ".join(f"group {r['group']}: {r['value_alone']:.5f}" for r in report.get("sensitivity", []))
+            print(f"sensitivity (each group quantized alone, worst first): {ranking}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

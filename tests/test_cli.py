@@ -84,3 +84,19 @@ def test_tampered_bundle_info_fails(copy_bundle):
 
 def test_usage_error_exits_2():
     assert run_cli("predict").returncode == 2
+
+
+def test_failed_gate_prints_its_report(tmp_path, checkpoints):
+    out = run_cli(
+        "export",
+        str(checkpoints["feature-extraction"]),
+        "-o",
+        str(tmp_path / "b"),
+        "--quantize",
+        "dynamic",
+        "--min-cosine",
+        "1.01",
+    )
+    assert out.returncode == 1 and "even with" in out.stderr
+    assert "INT8 accuracy gate: mean_cosine" in out.stderr and "sensitivity (each group" in out.stderr
+    assert not (tmp_path / "b").exists()
