@@ -98,9 +98,10 @@ def text_feeds(model_dir: Path, sentences: list[str], batch: int = 16) -> list[v
 
 
 def pooled(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    m = mask[:, :, None].astype(np.float32)
-    v = (hidden * m).sum(1) / m.sum(1)
-    return v / np.linalg.norm(v, axis=1, keepdims=True)
+    """Mean-pooled, L2-normalized sentence embeddings, exactly as the runtime computes them."""
+    from mbert_edge.tasks.embedding import l2_normalize, pool
+
+    return l2_normalize(pool(hidden, mask, "mean"))
 
 
 def worker(name: str, path: Path, vocab: int, threads: int) -> None:
