@@ -146,24 +146,19 @@ def export_bundle(
             fidelity["int8"] = report
             log.info("INT8 fidelity: %s", {k: v for k, v in report["gate"].items() if k != "threshold"})
             fused.unlink()
-            model_entries.append(
-                bundle_writer.file_entry(
-                    stage,
-                    INT8_FILE,
-                    "model",
-                    backend="onnxruntime",
-                    precision="int8",
-                    format="onnx",
-                    quantization="dynamic" if quantize.mode == "dynamic" else "static-qdq",
-                )
+            model_entries += bundle_writer.model_entries(
+                stage,
+                INT8_FILE,
+                backend="onnxruntime",
+                precision="int8",
+                format="onnx",
+                quantization="dynamic" if quantize.mode == "dynamic" else "static-qdq",
             )
             if not keep_fp32:
                 (stage / MODEL_FILE).unlink()
         if (stage / MODEL_FILE).exists():
-            model_entries.append(
-                bundle_writer.file_entry(
-                    stage, MODEL_FILE, "model", backend="onnxruntime", precision="fp32", format="onnx"
-                )
+            model_entries += bundle_writer.model_entries(
+                stage, MODEL_FILE, backend="onnxruntime", precision="fp32", format="onnx"
             )
 
         step(f"writing the bundle to {output}")

@@ -32,13 +32,14 @@ class FileEntry:
     """One file of the bundle with its checksum; model files also say how they are run."""
 
     path: str
-    role: str  # "model" or "tokenizer"
+    role: str  # "model", "weights" (a model's external tensor data) or "tokenizer"
     size: int
     sha256: str
     backend: str | None = None  # model files: the runtime family that runs it, e.g. "onnxruntime"
     precision: str | None = None  # model files: "fp32", later "int8", "fp16", ...
     format: str | None = None  # model files: "onnx", later "tensorrt-plan"
     quantization: str | None = None  # int8 model files: "dynamic" (ONNX Runtime integer ops) or "static-qdq"
+    external_data: str | None = None  # model files: path of the "weights" file that holds its tensors
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,15 @@ class Manifest:
     def model_files(self) -> list[FileEntry]:
         """The files with role "model", in manifest order."""
         return [f for f in self.files if f.role == "model"]
+
+    def files_of(self, model: FileEntry) -> list[FileEntry]:
+        """``model`` and the weights file it reads its tensors from (what must be verified to run it)."""
+        if model.external_data is None:
+            return [model]
+        for f in self.files:
+            if f.path == model.external_data and f.role == "weights":
+                return [model, f]
+        raise BundleFormatError(f"{model.path} names weights {model.external_data!r} that the manifest does not list")
 
     def tokenizer_file(self) -> FileEntry:
         """The bundled ``tokenizer.json`` entry."""
@@ -150,6 +160,13 @@ class Manifest:
             raise BundleFormatError("a feature-extraction manifest needs 'embedding'")
         if not any(f.role == "model" for f in files):
             raise BundleFormatError("the manifest lists no model file")
+        weights = {f.path for f in files if f.role == "weights"}
+        for f in files:
+            if f.external_data is not None and f.external_data not in weights:
+                raise BundleFormatError(
+                    f"model file {f.path} names weights {f.external_data!r} that the manifest does not list "
+                    "as a weights file; the bundle is damaged, re-export it"
+                )
         return cls(
             task=task,
             max_length=max_length,
@@ -216,4 +233,5 @@ def _file_entry(x: Any) -> FileEntry:
         precision=x.get("precision"),
         format=x.get("format"),
         quantization=x.get("quantization"),
+        external_data=x.get("external_data"),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -29,9 +30,10 @@ def test_manifest_round_trip(bundles):
         m = Manifest.read(path / "manifest.json")
         assert Manifest.from_dict(json.loads(m.to_json())) == m
         assert m.format_version == FORMAT_VERSION
-        assert {f.role for f in m.files} == {"model", "tokenizer"}
+        assert {f.role for f in m.files} == {"model", "weights", "tokenizer"}
         model = m.model_files()[0]
         assert (model.backend, model.format, model.precision) == ("onnxruntime", "onnx", "fp32")
+        assert [f.path for f in m.files_of(model)] == ["model.onnx", "model.onnx.data"]
         assert len(m.source["weights_sha256"]) == 64
         assert m.fidelity["onnx_fp32"]["passed"] and m.fidelity["onnx_fp32"]["max_abs_diff"] <= 1e-4
         assert m.fidelity["tokenizer"]["identical"]  # converted from vocab.txt and checked
@@ -64,6 +66,37 @@ def test_tampered_model_file(copy_bundle):
     with pytest.raises(BundleIntegrityError, match="checksum"):
         mbert_edge.load(b)
     Bundle.open(b, verify=False)  # sizes still match: only hashing catches it
+
+
+def test_weights_are_page_aligned_external_data(bundles):
+    import onnx
+
+    path = bundles["feature-extraction"] / "model.onnx"
+    model = onnx.load(str(path), load_external_data=False)
+    places = [{e.key: e.value for e in t.external_data} for t in model.graph.initializer if t.external_data]
+    assert len(places) >= 4  # embeddings and every weight matrix
+    assert {p["location"] for p in places} == {"model.onnx.data"}
+    assert all(int(p.get("offset", 0)) % 4096 == 0 for p in places)
+    ends = sorted((int(p.get("offset", 0)), int(p["length"])) for p in places)
+    assert all(a + n <= b for (a, n), (b, _) in itertools.pairwise(ends))  # no overlaps
+    assert ends[-1][0] + ends[-1][1] == (path.parent / "model.onnx.data").stat().st_size
+
+
+def test_tampered_weights_file(copy_bundle):
+    b = copy_bundle("feature-extraction")
+    weights = b / "model.onnx.data"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0x01
+    weights.write_bytes(bytes(data))
+    with pytest.raises(BundleIntegrityError, match=r"model\.onnx\.data fails its checksum"):
+        mbert_edge.load(b)
+
+
+def test_model_naming_unlisted_weights(copy_bundle):
+    b = copy_bundle("feature-extraction")
+    _edit_manifest(b, lambda d: d.update(files=[f for f in d["files"] if f["role"] != "weights"]))
+    with pytest.raises(BundleFormatError, match="does not list"):
+        mbert_edge.load(b)
 
 
 def test_truncated_file(copy_bundle):
