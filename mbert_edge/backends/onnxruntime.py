@@ -21,8 +21,12 @@ class OnnxRuntimeCPUBackend(Backend):
 
     * ``intra_op_num_threads`` = ``threads`` (default: ONNX Runtime's choice, the physical cores) and one
       inter-op thread: a BERT graph is a chain, parallel branches gain nothing.
-    * ``session.intra_op.allow_spinning = 0``: idle worker threads sleep instead of spinning, so an app
-      that predicts now and then does not burn a core between calls.
+    * worker threads spin while a call runs (``session.intra_op.allow_spinning``, ONNX Runtime's default)
+      and stop spinning as soon as it returns (``session.force_spinning_stop``). Spinning inside a call
+      avoids a sleep/wake-up per operator: batch 1 x 16 tokens is 1.2x (mBERT-base INT8, 7.2 -> 6.2 ms) to
+      1.45x (e5-small INT8, 3.5 -> 2.4 ms) faster than with spinning off. Stopping between calls keeps an
+      app that predicts now and then from burning a core: with ONNX Runtime's default the workers spin on
+      for ~40-60 ms of CPU after every call; with the stop, 0.
     * memory-pattern planning is off (with batch and sequence lengths that change on every call the
       patterns never repeat, and each new shape would add one); the CPU memory arena stays on: it is 1.3x
       (batch 1) to 1.5x (batch 32) faster than plain allocations here, and its peak is bounded because the
@@ -55,7 +59,8 @@ class OnnxRuntimeCPUBackend(Backend):
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.enable_mem_pattern = False
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1")
+        options.add_session_config_entry("session.force_spinning_stop", "1")
         options.log_severity_level = 3
         try:
             self._session = ort.InferenceSession(str(model_path), options, providers=list(self.providers))
