@@ -7,7 +7,8 @@ Peers run with their own recommended settings and the same thread count:
 PyTorch fp32 and bf16 weights (eager attention, torch.inference_mode), Optimum's INT8 export
 (ORTQuantizer, AutoQuantizationConfig.avx512_vnni, dynamic, per channel) run by ONNX Runtime with default
 session options, OpenVINO INT8 through NNCF post-training quantization (ModelType.TRANSFORMER).
-Ours run through mbert_edge's own backend on the bundle's model file.
+Ours run through mbert_edge's own backend on the bundle's model file, batched as ``Predictor.embed`` batches
+(length-sorted, at most ``DEFAULT_MAX_TOKENS`` padded tokens per model call).
 """
 
 from __future__ import annotations
@@ -109,13 +110,23 @@ def _openvino_runner(path: Path, threads: int) -> Runner:
 
 
 def _ours_runner(bundle: Path, threads: int, backend: str = "auto") -> Runner:
+    """The runtime's own path minus tokenization: the predictor's batching policy (at most
+    ``DEFAULT_MAX_TOKENS`` padded tokens per model call) over the bundle's backend."""
     import mbert_edge
+    from mbert_edge.batching import length_sorted_batches
+    from mbert_edge.predictor import DEFAULT_MAX_TOKENS
 
     predictor = mbert_edge.load(bundle, backend=backend, threads=threads)
-    backend = predictor.backend
+    model = predictor.backend
 
     def run(feeds: Feeds) -> np.ndarray:
-        return next(iter(backend.run(feeds).values()))
+        mask = feeds["attention_mask"]
+        lengths = [int(n) for n in mask.sum(axis=1)]
+        out = np.zeros((*mask.shape, predictor.embedding_dim), dtype=np.float32)
+        for idx in length_sorted_batches(lengths, len(lengths), DEFAULT_MAX_TOKENS):
+            n = max(lengths[i] for i in idx)
+            out[idx, :n] = next(iter(model.run({k: v[idx, :n] for k, v in feeds.items()}).values()))
+        return out
 
     return run
 
@@ -142,7 +153,7 @@ def size_bytes(name: str, path: Path) -> int:
         import json
 
         manifest = json.loads((path / "manifest.json").read_text())
-        return sum(f["size"] for f in manifest["files"] if f["role"] == "model")
+        return sum(f["size"] for f in manifest["files"] if f["role"] in ("model", "weights"))
     return path.stat().st_size
 
 

@@ -24,7 +24,7 @@ from mbert_edge.tokenizer import BundleTokenizer
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 32
-DEFAULT_MAX_TOKENS = 8192  # padded tokens per batch: bounds activation memory for long texts
+DEFAULT_MAX_TOKENS = 1024  # padded tokens per model call: see the README (speed and peak memory)
 
 
 def _as_texts(texts: Any) -> tuple[list[str], bool]:
