@@ -10,6 +10,7 @@ The runtime needs only numpy, onnxruntime and tokenizers; it never imports torch
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from mbert_edge import backends
@@ -52,17 +53,22 @@ def load(
         precision: run the model file of this precision (``"fp32"``, ...) instead of the backend's favourite.
         truncation: cut texts longer than the bundle's ``max_length`` tokens (default); with ``False`` such
             a text raises :class:`TextTooLongError`.
-        verify: check the SHA-256 of the files it loads (the chosen model file and the tokenizer) against the
-            manifest (default); every listed file's presence and size is always checked.
+        verify: check the SHA-256 of the files it loads (the chosen model file, its weights and the tokenizer)
+            against the manifest (default); every listed file's presence and size is always checked.
     """
     bundle = Bundle.open(path, verify=False)  # schema, version, presence and sizes of every file
     backend_cls, entry = backends.choose(backend, bundle.manifest.model_files(), precision)
+    tokenizer_entry = bundle.manifest.tokenizer_file()
     if verify:  # hash what this predictor reads; `mbert-edge info` hashes every file
-        bundle.verify([entry, bundle.manifest.tokenizer_file()])
-    tokenizer = BundleTokenizer(
-        bundle.file_path(bundle.manifest.tokenizer_file()), bundle.manifest.max_length, truncation=truncation
-    )
-    backend_obj = backend_cls(bundle.file_path(entry), threads=threads, precision=entry.precision)
+        bundle.verify([*bundle.manifest.files_of(entry), tokenizer_entry])
+    # The backend's session is built on a second thread while this one parses the tokenizer, which holds the
+    # GIL (a 250k-piece Unigram vocabulary takes ~0.6 s); ONNX Runtime does much of its setup without the GIL.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mbert-edge-load") as pool:
+        backend_future = pool.submit(backend_cls, bundle.file_path(entry), threads=threads, precision=entry.precision)
+        tokenizer = BundleTokenizer(
+            bundle.file_path(tokenizer_entry), bundle.manifest.max_length, truncation=truncation
+        )
+        backend_obj = backend_future.result()
     return Predictor(bundle, backend_obj, entry, tokenizer)
 
 
