@@ -76,6 +76,7 @@ def model_entries(stage: Path, name: str, **model_fields: str) -> list[FileEntry
     for leftover in stage.glob(f"{name}*.data"):  # data files of an earlier save, if any
         leftover.unlink()
     onnx.save_model(model, str(path))
+    os.chmod(stage / data_name, path.stat().st_mode & 0o777)  # onnx creates it owner-only; match the graph file
     log.debug("%s: graph %d bytes, weights %d bytes", name, path.stat().st_size, (stage / data_name).stat().st_size)
     return [
         file_entry(stage, name, "model", external_data=data_name, **model_fields),
@@ -86,6 +87,9 @@ def model_entries(stage: Path, name: str, **model_fields: str) -> list[FileEntry
 def commit(stage: Path, manifest: Manifest, output: Path, force: bool) -> Path:
     """Write the manifest into ``stage`` and move the finished bundle to ``output``."""
     manifest.write(stage / MANIFEST_NAME)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(stage, 0o777 & ~umask)  # mkdtemp made it owner-only; a bundle is as readable as any new directory
     check_output(output, force)
     old = None
     if output.exists():

@@ -79,7 +79,10 @@ def test_weights_are_page_aligned_external_data(bundles):
     assert all(int(p.get("offset", 0)) % 4096 == 0 for p in places)
     ends = sorted((int(p.get("offset", 0)), int(p["length"])) for p in places)
     assert all(a + n <= b for (a, n), (b, _) in itertools.pairwise(ends))  # no overlaps
-    assert ends[-1][0] + ends[-1][1] == (path.parent / "model.onnx.data").stat().st_size
+    data = path.parent / "model.onnx.data"
+    assert ends[-1][0] + ends[-1][1] == data.stat().st_size
+    assert data.stat().st_mode & 0o777 == path.stat().st_mode & 0o777  # as readable as the graph file
+    assert path.parent.stat().st_mode & 0o777 == path.stat().st_mode & 0o777 | 0o111  # not mkdtemp's 0700
 
 
 def test_tampered_weights_file(copy_bundle):
