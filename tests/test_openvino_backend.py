@@ -42,10 +42,18 @@ def test_openvino_matches_onnxruntime(static_bundle):
     ov_int8 = mbert_edge.load(static_bundle, backend="openvino")
     assert ov_int8.model_file.precision == "int8" and ov_int8.backend.name == "openvino"
     ort_int8 = mbert_edge.load(static_bundle)
-    agree = np.mean(
-        [p["label"] == q["label"] for p, q in zip(ov_int8.predict(texts), ort_int8.predict(texts), strict=True)]
-    )
-    assert agree >= 0.9  # both run the same QDQ graph, with their own integer kernels
+
+    def scores(model):  # (texts, labels) probabilities, labels in a fixed order
+        return np.array(
+            [[r["score"] for r in sorted(x, key=lambda r: r["label"])] for x in model.predict(texts, top_k=None)]
+        )
+
+    ov, ort, fp32 = scores(ov_int8), scores(ort_int8), scores(ort_fp32)
+    # Both run the same QDQ graph with their own integer kernels: close to each other (measured: mean 0.009,
+    # max 0.04 on this random tiny model, whose class margins are small), and OpenVINO no further from fp32
+    # than ONNX Runtime is (measured: both ~0.008 mean).
+    assert np.abs(ov - ort).mean() <= 0.03 and np.abs(ov - ort).max() <= 0.15
+    assert np.abs(ov - fp32).mean() <= 1.5 * np.abs(ort - fp32).mean() + 0.005
 
 
 def test_auto_never_picks_openvino(static_bundle):
