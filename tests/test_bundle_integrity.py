@@ -85,6 +85,33 @@ def test_weights_are_page_aligned_external_data(bundles):
     assert path.parent.stat().st_mode & 0o777 == path.stat().st_mode & 0o777 | 0o111  # not mkdtemp's 0700
 
 
+def test_single_file_model_of_earlier_bundles_still_loads(copy_bundle, bundles):
+    """Bundles written before the weights file existed (one self-contained .onnx) load and predict the same."""
+    import onnx
+
+    from mbert_edge.bundle import sha256_file
+
+    b = copy_bundle("text-classification")
+    model = onnx.load(str(b / "model.onnx"))  # pulls the weights in
+    (b / "model.onnx.data").unlink()
+    onnx.save_model(model, str(b / "model.onnx"))
+
+    def single_file(d):
+        d["files"] = [f for f in d["files"] if f["role"] != "weights"]
+        for f in d["files"]:
+            if f["path"] == "model.onnx":
+                del f["external_data"]
+                f.update(size=(b / "model.onnx").stat().st_size, sha256=sha256_file(b / "model.onnx"))
+
+    _edit_manifest(b, single_file)
+    texts = ["Das Essen war großartig!", "The food was awful."]
+    old, new = mbert_edge.load(b), mbert_edge.load(bundles["text-classification"])
+    assert old.manifest.files_of(old.model_file) == [old.model_file]
+    for x, y in zip(old.predict(texts, top_k=None), new.predict(texts, top_k=None), strict=True):
+        assert [r["label"] for r in x] == [r["label"] for r in y]
+        assert [r["score"] for r in x] == pytest.approx([r["score"] for r in y], abs=1e-6)
+
+
 def test_tampered_weights_file(copy_bundle):
     b = copy_bundle("feature-extraction")
     weights = b / "model.onnx.data"
