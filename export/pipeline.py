@@ -18,7 +18,7 @@ from mbert_edge.tokenizer import BundleTokenizer
 from mbert_edge_export import bundle_writer, onnx_export, optimize, parity, samples
 from mbert_edge_export.errors import ExportError
 from mbert_edge_export.quantize import calibration
-from mbert_edge_export.quantize.gated import QuantizeSettings, quantize_with_gate
+from mbert_edge_export.quantize.gated import QuantizeSettings, check_settings, quantize_with_gate
 from mbert_edge_export.sources import load_source
 from mbert_edge_export.tokenizer import prepare_for_bundle
 
@@ -64,15 +64,20 @@ def export_bundle(
 ) -> Path:
     """Export ``source`` (``"default"``, a checkpoint directory, or a cached hub id) into a bundle at ``output``.
 
-    With ``quantize`` the bundle holds ``model.int8.onnx`` (and ``model.onnx`` too with ``keep_fp32``): the
-    graph is fused by ONNX Runtime's transformer optimizer, quantized, and checked by the accuracy gate on
-    held-out text (from ``calibration_file`` or the multilingual sample; labels in the file make the gate
-    report accuracy too). Returns the bundle path. Raises an
+    With ``quantize`` the bundle holds ``model.int8.onnx`` (and ``model.onnx`` too with ``keep_fp32``): for
+    ONNX Runtime (``quantize.target``, the default) the graph is fused by ONNX Runtime's transformer optimizer
+    and quantized by ONNX Runtime's quantizer; for OpenVINO the plain graph is quantized by NNCF. Either
+    way the INT8 model is checked by the accuracy gate, run by the backend it is made for, on held-out text
+    (from ``calibration_file`` or the multilingual sample; labels in the file make the gate report accuracy
+    too). Returns the bundle path. Raises an
     :class:`~mbert_edge_export.errors.ExportError` subclass on failure, leaving ``output`` untouched.
     """
     output = Path(output)
     bundle_writer.check_output(output, force)
-    step = _Steps(6 if quantize else 4)
+    if quantize is not None:
+        check_settings(quantize)
+    for_openvino = quantize is not None and quantize.target == "openvino"
+    step = _Steps(4 + (quantize is not None) + (quantize is not None and not for_openvino))
 
     step(f"loading {source}")
     loaded = load_source(source, task=task)
@@ -111,22 +116,25 @@ def export_bundle(
         model_entries = []
         if quantize is not None:
             assert texts is not None
-            step("fusing the graph with ONNX Runtime's transformer optimizer")
-            fused = stage / "fused.onnx"
             config = loaded.model.config
-            fidelity["optimization"] = optimize.optimize_graph(
-                stage / MODEL_FILE, fused, int(config.num_attention_heads), int(config.hidden_size)
-            )
-            fidelity["optimization"]["parity"] = parity.check_parity(onnx_path=fused, **check)
+            if for_openvino:  # OpenVINO fuses at compile time; NNCF's patterns need the standard ops
+                graph = stage / MODEL_FILE
+            else:
+                step("fusing the graph with ONNX Runtime's transformer optimizer")
+                graph = stage / "fused.onnx"
+                fidelity["optimization"] = optimize.optimize_graph(
+                    stage / MODEL_FILE, graph, int(config.num_attention_heads), int(config.hidden_size)
+                )
+                fidelity["optimization"]["parity"] = parity.check_parity(onnx_path=graph, **check)
 
-            step(f"quantizing to INT8 ({quantize.mode}) and checking the accuracy gate")
+            step(f"quantizing to INT8 ({quantize.mode}, for {quantize.target}) and checking the accuracy gate")
             tok = BundleTokenizer(stage / TOKENIZER_FILE, limit)
             cal, held_out = calibration.split(texts, calibration_size, eval_size)
             label_ids = None
             if held_out.labels is not None:
                 label_ids = _label_ids(held_out.labels, loaded.labels)
             report = quantize_with_gate(
-                fused,
+                graph,
                 stage / INT8_FILE,
                 quantize,
                 loaded.task,
@@ -145,11 +153,12 @@ def export_bundle(
             report["thresholds"] = asdict(quantize.thresholds)
             fidelity["int8"] = report
             log.info("INT8 fidelity: %s", {k: v for k, v in report["gate"].items() if k != "threshold"})
-            fused.unlink()
+            if not for_openvino:
+                graph.unlink()
             model_entries += bundle_writer.model_entries(
                 stage,
                 INT8_FILE,
-                backend="onnxruntime",
+                backend=quantize.target,
                 precision="int8",
                 format="onnx",
                 quantization="dynamic" if quantize.mode == "dynamic" else "static-qdq",

@@ -63,7 +63,19 @@ def _parser() -> argparse.ArgumentParser:
         help="calibration and held-out text: .txt (one per line), .jsonl or .csv ('text', optional "
         "'label'); default: a multilingual sample of the dataset-build corpus",
     )
-    q.add_argument("--calibration-method", choices=("minmax", "entropy", "percentile"), default="minmax")
+    q.add_argument(
+        "--target",
+        choices=("onnxruntime", "openvino"),
+        default="onnxruntime",
+        help="runtime the INT8 model is made for: onnxruntime (default; fused graph, ONNX Runtime's quantizer) "
+        "or openvino (with --quantize static: NNCF's recipe, run with backend='openvino'; needs "
+        "mbert-edge[export-openvino])",
+    )
+    q.add_argument(
+        "--calibration-method",
+        choices=("minmax", "entropy", "percentile"),
+        help="static INT8 for onnxruntime: how activation ranges are set (default minmax)",
+    )
     q.add_argument("--calibration-size", type=int, default=128, help="texts used to calibrate (default 128)")
     q.add_argument("--eval-size", type=int, default=128, help="held-out texts for the gate (default 128)")
     q.add_argument(
@@ -90,7 +102,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true", help="print one JSON object per text")
     r.add_argument("--top-k", type=int, default=1, help="labels per text for classifiers (0: all)")
     r.add_argument("--prefix", help="embedding prefix (default: the model's; '' for none)")
-    r.add_argument("--backend", default="auto", help="auto (default), onnxruntime/cpu")
+    r.add_argument("--backend", default="auto", help="auto (default), onnxruntime/cpu, openvino")
     r.add_argument("--threads", type=int, help="CPU threads (default: the runtime's choice)")
     r.add_argument("--batch-size", type=int, default=32)
 
@@ -139,10 +151,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
         quantize = QuantizeSettings(
             mode=args.quantize,
             method=args.calibration_method,
+            target=args.target,
             thresholds=Thresholds(args.min_agreement, args.min_cosine),
         )
-    elif args.calibration:
-        raise InvalidInputError("--calibration needs --quantize static (or dynamic, for the accuracy gate)")
+    elif args.calibration or args.calibration_method or args.target != "onnxruntime":
+        raise InvalidInputError(
+            "--calibration, --calibration-method and --target need --quantize static (or dynamic, for onnxruntime)"
+        )
     start = time.perf_counter()
     path = export_bundle(
         args.source,

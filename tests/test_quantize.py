@@ -131,7 +131,7 @@ def test_fallback_keeps_most_sensitive_groups_in_fp32(tmp_path, bundles, monkeyp
     monkeypatch.setattr("mbert_edge_export.quantize.dynamic.quantize_dynamic", fake_dynamic)
     monkeypatch.setattr(gate, "model_outputs", lambda path, batches: [])
     timings = iter([10.0, 12.5])
-    monkeypatch.setattr(gate, "latency_ms", lambda path, batch: next(timings))
+    monkeypatch.setattr(gate, "latency_ms", lambda path, batch, backend=None: next(timings))
     batch = {"input_ids": np.zeros((8, 20), np.int64)}
     report = quantize_with_gate(src, tmp_path / "q.onnx", QuantizeSettings(), "feature-extraction", LAYERS, [], [batch])
     assert report["sensitivity"][0]["group"] == 1  # ranked most damaging first
@@ -230,3 +230,97 @@ def test_static_calibrates_once_per_work_dir(tmp_path, bundles, monkeypatch):
     assert first >= len(feeds) and len(reads) == first  # second pass read no calibration batch
     assert op_counts(tmp_path / "b.onnx")["MatMul"] > 0
     assert op_counts(tmp_path / "a.onnx")["QuantizeLinear"] > op_counts(tmp_path / "b.onnx")["QuantizeLinear"]
+
+
+@pytest.fixture(scope="module")
+def openvino_bundle(tmp_path_factory, checkpoints):
+    pytest.importorskip("nncf")
+    pytest.importorskip("openvino")
+    return export_bundle(
+        str(checkpoints["feature-extraction"]),
+        tmp_path_factory.mktemp("q") / "ov",
+        quantize=QuantizeSettings(mode="static", target="openvino"),
+        calibration_size=32,
+        eval_size=32,
+    )
+
+
+def test_openvino_target_node_types_and_manifest(openvino_bundle):
+    """NNCF's recipe on the plain graph: every weight matmul, attention's Q·Kᵀ and the embedding tables int8."""
+    graph = onnx.load(str(openvino_bundle / "model.int8.onnx")).graph
+    counts = Counter(n.op_type for n in graph.node)
+    assert counts["Attention"] == 0 and counts["EmbedLayerNormalization"] == 0  # unfused: OpenVINO fuses itself
+    producers = {o: n for n in graph.node for o in n.output}
+
+    def source(tensor: str) -> str:  # the op behind a tensor, looking through Reshape/Transpose
+        while tensor in producers and producers[tensor].op_type in ("Reshape", "Transpose"):
+            tensor = producers[tensor].input[0]
+        return producers[tensor].op_type if tensor in producers else "initializer"
+
+    matmuls = [n for n in graph.node if n.op_type == "MatMul"]
+    assert len(matmuls) == 8 * LAYERS  # Q, K, V, Q·Kᵀ, softmax·V, attention output, FFN in, FFN out
+    quantized = [n for n in matmuls if all(source(i) == "DequantizeLinear" for i in n.input)]
+    assert len(quantized) == 7 * LAYERS  # all but softmax·V (NNCF keeps softmax outputs in float)
+    assert all(any(source(i) == "Softmax" for i in n.input) for n in matmuls if n not in quantized)
+    weights = {t.name: t for t in graph.initializer}
+    word_gather = next(n for n in graph.node if n.op_type == "Gather" and "word_embeddings" in n.name)
+    table = producers[word_gather.input[0]]  # Gather on the int8 table, or DequantizeLinear of it
+    int8_table = table.op_type == "DequantizeLinear" and weights[table.input[0]].data_type == onnx.TensorProto.INT8
+    assert int8_table
+
+    m = Manifest.read(openvino_bundle / "manifest.json")
+    (entry,) = m.model_files()
+    assert (entry.backend, entry.precision, entry.quantization) == ("openvino", "int8", "static-qdq")
+    settings = m.fidelity["int8"]["settings"]
+    assert settings["target"] == "openvino" and settings["tool"].startswith("nncf")
+    assert m.fidelity["int8"]["gate"]["passed"] and "optimization" not in m.fidelity
+    assert m.export["quantize"]["target"] == "openvino"
+
+
+def test_openvino_target_runs_on_openvino_only_by_name(openvino_bundle, bundles):
+    from mbert_edge.errors import BackendUnavailableError
+    from tests.conftest import corpus_lines
+
+    with pytest.raises(BackendUnavailableError, match="backend='openvino'"):
+        mbert_edge.load(openvino_bundle)  # auto never picks OpenVINO, and ONNX Runtime has no file here
+    texts = [line[:200] for _, line in corpus_lines(per_lang=2)]
+    q = mbert_edge.load(openvino_bundle, backend="openvino")
+    f = mbert_edge.load(bundles["feature-extraction"])  # the fp32 reference, run by ONNX Runtime
+    cos = (q.embed(texts) * f.embed(texts)).sum(axis=1)
+    assert cos.mean() >= 0.99 and cos.min() >= 0.95
+
+
+def test_openvino_target_gate_fails_on_purpose(tmp_path, checkpoints):
+    pytest.importorskip("nncf")
+    impossible = QuantizeSettings(
+        mode="static", target="openvino", thresholds=gate.Thresholds(min_cosine=1.01), max_fallback_groups=1
+    )
+    with pytest.raises(QuantizationGateError, match="even with") as info:
+        export_bundle(
+            str(checkpoints["feature-extraction"]),
+            tmp_path / "out",
+            quantize=impossible,
+            calibration_size=16,
+            eval_size=16,
+        )
+    report = info.value.report
+    # the groups cover the attention matmuls too (NNCF quantizes them), and one group went back to fp32
+    assert sum(len(r["nodes"]) for r in report["sensitivity"]) == 8 * LAYERS + 3  # matmuls + 3 embedding tables
+    assert len(report["fp32_groups"]) == 1 and report["settings"]["fp32_nodes"]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (QuantizeSettings(mode="dynamic", target="openvino"), "needs --quantize static"),
+        (QuantizeSettings(mode="static", method="entropy", target="openvino"), "NNCF"),
+        (QuantizeSettings(mode="dynamic", method="entropy"), "needs no calibration"),
+        (QuantizeSettings(mode="static", target="tensorrt"), "--target must be one of"),
+    ],
+)
+def test_quantize_settings_rejected_before_any_work(tmp_path, settings, message):
+    from mbert_edge_export.errors import ExportError
+
+    with pytest.raises(ExportError, match=message):
+        export_bundle("/nonexistent/checkpoint", tmp_path / "out", quantize=settings)

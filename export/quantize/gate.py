@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from mbert_edge.backends.base import Backend
 from mbert_edge.backends.onnxruntime import OnnxRuntimeCPUBackend
 from mbert_edge.manifest import FEATURE_EXTRACTION, TEXT_CLASSIFICATION, EmbeddingSpec
 from mbert_edge.tasks import classification, embedding
@@ -40,10 +41,13 @@ class Thresholds:
     min_cosine: float = 0.99
 
 
-def model_outputs(path: Path, batches: Sequence[dict[str, np.ndarray]]) -> list[np.ndarray]:
-    """The model's first output on every batch, run by the runtime's ONNX Runtime backend."""
-    backend = OnnxRuntimeCPUBackend(path)
-    return [next(iter(backend.run(b).values())) for b in batches]
+def model_outputs(
+    path: Path, batches: Sequence[dict[str, np.ndarray]], backend: Callable[[Path], Backend] = OnnxRuntimeCPUBackend
+) -> list[np.ndarray]:
+    """The model's first output on every batch, run by one of the runtime's backends (ONNX Runtime's unless
+    told otherwise)."""
+    model = backend(path)
+    return [next(iter(model.run(b).values())) for b in batches]
 
 
 def evaluate(
@@ -55,9 +59,10 @@ def evaluate(
     score_function: str | None = None,
     labels: Sequence[int] | None = None,
     thresholds: Thresholds = Thresholds(),
+    backend: Callable[[Path], Backend] = OnnxRuntimeCPUBackend,
 ) -> dict[str, Any]:
-    """Compare the candidate model's outputs on ``batches`` with the fp32 ``reference`` outputs."""
-    got = model_outputs(candidate_path, batches)
+    """Compare the candidate model's outputs on ``batches`` (run by ``backend``) with the fp32 ``reference``."""
+    got = model_outputs(candidate_path, batches, backend)
     report: dict[str, Any] = {"texts": int(sum(b["input_ids"].shape[0] for b in batches))}
     if task == TEXT_CLASSIFICATION:
         ref_s = np.concatenate([classification.scores_from_logits(r, score_function) for r in reference])
@@ -101,29 +106,41 @@ def evaluate(
     return report
 
 
-def latency_ms(path: Path, batch: dict[str, np.ndarray], reps: int = 5) -> float:
-    """Median milliseconds of one run of the model on ``batch`` (after one warm-up run)."""
+def latency_ms(
+    path: Path, batch: dict[str, np.ndarray], reps: int = 5, backend: Callable[[Path], Backend] = OnnxRuntimeCPUBackend
+) -> float:
+    """Median milliseconds of one run of the model on ``batch`` by ``backend`` (after one warm-up run)."""
     import time
 
-    backend = OnnxRuntimeCPUBackend(path)
-    backend.run(batch)
+    model = backend(path)
+    model.run(batch)
     times = []
     for _ in range(reps):
         start = time.perf_counter()
-        backend.run(batch)
+        model.run(batch)
         times.append(time.perf_counter() - start)
     return float(np.median(times) * 1000)
 
 
-def quantizable_nodes(path: Path) -> list[str]:
-    """Names of the nodes quantization would touch, in graph (topological) order."""
+def quantizable_nodes(path: Path, activation_matmuls: bool = False) -> list[str]:
+    """Names of the nodes quantization would touch, in graph (topological) order: those with weights, and
+    with ``activation_matmuls`` also the MatMuls of two activations (attention's Q·Kᵀ and softmax·V: NNCF
+    quantizes the first for OpenVINO)."""
     import onnx
 
     graph = onnx.load(str(path), load_external_data=False).graph
     weights = {init.name for init in graph.initializer}
+    constants = {o for n in graph.node if n.op_type == "Constant" for o in n.output}
     out = []
     for node in graph.node:
-        if node.op_type in QUANTIZABLE_OPS and any(i in weights for i in node.input):
+        if node.op_type not in QUANTIZABLE_OPS:
+            continue
+        if node.op_type == "Gather":  # an embedding table, not a shape lookup with constant indices
+            if node.input[0] in weights:
+                out.append(node.name)
+        elif any(i in weights for i in node.input) or (
+            activation_matmuls and node.op_type == "MatMul" and not any(i in constants for i in node.input)
+        ):
             out.append(node.name)
     return out
 

@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from mbert_edge.backends.base import Backend
+from mbert_edge.backends.onnxruntime import OnnxRuntimeCPUBackend
+from mbert_edge.backends.openvino import OpenVINOCPUBackend
 from mbert_edge.manifest import EmbeddingSpec
 from mbert_edge_export.errors import ExportError
-from mbert_edge_export.quantize import dynamic, gate, static
+from mbert_edge_export.quantize import dynamic, gate, static, static_nncf
 
 log = logging.getLogger(__name__)
 
 MODES = ("dynamic", "static")
+#: the runtime an INT8 model is made for: its graph and quantizer differ (see static_nncf)
+TARGETS = ("onnxruntime", "openvino")
 
 
 class QuantizationGateError(ExportError):
@@ -33,10 +39,39 @@ class QuantizeSettings:
     """How to quantize, and what the INT8 model must reach."""
 
     mode: str = "dynamic"
-    method: str = "minmax"  # static only
+    method: str | None = None  # static, ONNX Runtime target only: minmax (default), entropy or percentile
+    target: str = "onnxruntime"  # or "openvino": NNCF's recipe on the plain graph, run by OpenVINO
     per_channel: bool = True
     thresholds: gate.Thresholds = field(default_factory=gate.Thresholds)
     max_fallback_groups: int | None = None  # at most this many node groups kept in fp32 (None: all but one)
+
+
+def check_settings(settings: QuantizeSettings) -> None:
+    """Reject settings that cannot work, before any slow step."""
+    if settings.mode not in MODES:
+        raise ExportError(f"--quantize must be one of {', '.join(MODES)}, not {settings.mode!r}")
+    if settings.target not in TARGETS:
+        raise ExportError(f"--target must be one of {', '.join(TARGETS)}, not {settings.target!r}")
+    if settings.target == "openvino":
+        if settings.mode != "static":
+            raise ExportError("--target openvino needs --quantize static (OpenVINO has no dynamic INT8 for ONNX)")
+        if settings.method is not None:
+            raise ExportError(
+                "--calibration-method applies to --target onnxruntime; NNCF (--target openvino) uses its own ranges"
+            )
+        static_nncf.check_available()
+    elif settings.method is not None and settings.mode == "dynamic":
+        raise ExportError("--calibration-method applies to --quantize static; dynamic INT8 needs no calibration")
+    elif settings.method is not None and settings.method not in static.METHODS:
+        raise ExportError(f"--calibration-method must be one of {', '.join(static.METHODS)}, not {settings.method!r}")
+
+
+def runner_for(settings: QuantizeSettings) -> Callable[[Path], Backend]:
+    """The runtime backend the INT8 model is judged (and timed) with: the one that will run it (OpenVINO
+    without its compile cache: the gate's files are temporary)."""
+    if settings.target == "openvino":
+        return functools.partial(OpenVINOCPUBackend, cache_dir=None)
+    return OnnxRuntimeCPUBackend
 
 
 def quantize_with_gate(
@@ -51,9 +86,13 @@ def quantize_with_gate(
     score_function: str | None = None,
     labels: Sequence[int] | None = None,
 ) -> dict[str, Any]:
-    """Write the INT8 model to ``dst``; return its fidelity report. Raise if the gate cannot be met."""
-    if settings.mode not in MODES:
-        raise ExportError(f"--quantize must be one of {', '.join(MODES)}, not {settings.mode!r}")
+    """Write the INT8 model to ``dst``; return its fidelity report. Raise if the gate cannot be met.
+
+    ``src`` is the fp32 graph to quantize: fused by ONNX Runtime's optimizer for the ONNX Runtime target,
+    the plain export for OpenVINO. The INT8 model is run by the backend of its target for the gate.
+    """
+    check_settings(settings)
+    runner = runner_for(settings)
     with tempfile.TemporaryDirectory(prefix="mbert-edge-calibration-") as tmp:
         work = Path(tmp)  # static mode: calibrated ranges, reused by every fallback pass
         reference = gate.model_outputs(src, evaluation)
@@ -61,11 +100,13 @@ def quantize_with_gate(
         def quantize(exclude: Sequence[str], out: Path) -> dict[str, Any]:
             if settings.mode == "dynamic":
                 return dynamic.quantize_dynamic(src, out, per_channel=settings.per_channel, nodes_to_exclude=exclude)
+            if settings.target == "openvino":
+                return static_nncf.quantize_nncf(src, out, calibration, nodes_to_exclude=exclude)
             return static.quantize_static(
                 src,
                 out,
                 calibration,
-                method=settings.method,
+                method=settings.method or "minmax",
                 per_channel=settings.per_channel,
                 nodes_to_exclude=exclude,
                 work_dir=work,  # calibrate once for every fallback pass
@@ -81,11 +122,12 @@ def quantize_with_gate(
                 score_function=score_function,
                 labels=labels,
                 thresholds=settings.thresholds,
+                backend=runner,
             )
 
-        log.info(
-            "quantizing (%s%s)", settings.mode, f", {settings.method} calibration" if settings.mode == "static" else ""
-        )
+        calibrated_by_us = settings.mode == "static" and settings.target == "onnxruntime"
+        ranges = f", {settings.method or 'minmax'}" if calibrated_by_us else ""
+        log.info("quantizing (%s%s) for %s", settings.mode, ranges, settings.target)
         recipe = quantize([], dst)
         result = check(dst)
         report: dict[str, Any] = {"settings": recipe, "gate": result, "fp32_groups": []}
@@ -99,8 +141,9 @@ def quantize_with_gate(
         if result["passed"]:
             return report
 
-        all_int8_ms = gate.latency_ms(dst, evaluation[0]) if evaluation else None
-        groups = gate.node_groups(gate.quantizable_nodes(src), num_layers + 2)
+        all_int8_ms = gate.latency_ms(dst, evaluation[0], backend=runner) if evaluation else None
+        nodes = gate.quantizable_nodes(src, activation_matmuls=settings.target == "openvino")
+        groups = gate.node_groups(nodes, num_layers + 2)
         log.info("ranking %d node groups by sensitivity (quantizing one group at a time)", len(groups))
         ranking = gate.sensitivity(
             groups, lambda exclude, out: quantize(exclude, out), lambda p: check(p)["value"], dst.parent
@@ -118,7 +161,7 @@ def quantize_with_gate(
                 report.update(settings=recipe, gate=result)
                 if all_int8_ms is not None:
                     report["fallback_speed_cost"] = _speed_cost(
-                        all_int8_ms, gate.latency_ms(dst, evaluation[0]), evaluation[0]
+                        all_int8_ms, gate.latency_ms(dst, evaluation[0], backend=runner), evaluation[0]
                     )
                 return report
         report.update(settings=recipe, gate=result)
