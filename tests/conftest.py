@@ -149,3 +149,17 @@ def copy_bundle(tmp_path, bundles):
         return dst
 
     return _copy
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _openvino_cache_in_tmp(tmp_path_factory):
+    """Keep the OpenVINO backend's compile cache out of the user's home while testing."""
+    import os
+
+    old = os.environ.get("MBERT_EDGE_OPENVINO_CACHE")
+    os.environ["MBERT_EDGE_OPENVINO_CACHE"] = str(tmp_path_factory.mktemp("openvino-cache"))
+    yield
+    if old is None:
+        os.environ.pop("MBERT_EDGE_OPENVINO_CACHE", None)
+    else:
+        os.environ["MBERT_EDGE_OPENVINO_CACHE"] = old

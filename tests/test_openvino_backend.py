@@ -64,3 +64,43 @@ def test_dynamic_int8_is_not_for_openvino(tmp_path, checkpoints):
     out = export_bundle(str(checkpoints["feature-extraction"]), tmp_path / "dyn", quantize=QuantizeSettings())
     with pytest.raises(BackendUnavailableError, match="no model file"):
         mbert_edge.load(out, backend="openvino")
+
+
+def test_compile_cache_is_used_and_keyed_by_file(tmp_path, monkeypatch, copy_bundle):
+    """Compiled blobs go to a per-file subdirectory; a second load reuses them; a changed file gets a new one."""
+    import os
+
+    from mbert_edge.backends import openvino as ov_backend
+
+    monkeypatch.setenv(ov_backend.CACHE_ENV, str(tmp_path / "cache"))
+    bundle = copy_bundle("text-classification")
+    model = bundle / "model.onnx"
+    first = mbert_edge.load(bundle, backend="openvino", threads=1)
+    (blob_dir,) = (tmp_path / "cache").iterdir()
+    assert blob_dir == ov_backend.cache_dir_for(model, tmp_path / "cache")
+    blobs = sorted(p.name for p in blob_dir.iterdir())
+    assert blobs  # OpenVINO wrote its compiled model
+    again = mbert_edge.load(bundle, backend="openvino", threads=1)
+    assert sorted(p.name for p in blob_dir.iterdir()) == blobs  # imported, not compiled anew
+    texts = ["Das Wetter ist schön.", "Le chat dort."]
+    assert first.predict(texts, top_k=None) == again.predict(texts, top_k=None)
+
+    st = model.stat()
+    os.utime(model, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # a re-exported file: new key
+    assert ov_backend.cache_dir_for(model, tmp_path / "cache") != blob_dir
+
+
+def test_compile_cache_off_or_unwritable(tmp_path, monkeypatch, bundles, caplog):
+    from mbert_edge.backends import openvino as ov_backend
+
+    monkeypatch.setenv(ov_backend.CACHE_ENV, "off")
+    assert ov_backend.cache_root() is None
+    mbert_edge.load(bundles["text-classification"], backend="openvino", threads=1)
+
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the cache directory should be")
+    monkeypatch.setenv(ov_backend.CACHE_ENV, str(blocker))
+    with caplog.at_level("WARNING", logger="mbert_edge.backends.openvino"):
+        p = mbert_edge.load(bundles["text-classification"], backend="openvino", threads=1)
+    assert "compile cache disabled" in caplog.text
+    assert p.predict(["Hola"])  # still runs, only without the speed-up

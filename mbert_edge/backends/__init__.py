@@ -34,9 +34,11 @@ def choose(name: str, files: list[FileEntry], precision: str | None = None) -> t
             if entry is not None and cls.is_available():
                 return cls, entry
             tried.append(cls.name)
+        by_name = sorted({f.backend for f in files if f.backend in REGISTRY and not REGISTRY[f.backend].auto})
+        hint = f"; its model is made for {', '.join(by_name)}: pass backend={by_name[0]!r}" if by_name else ""
         raise BackendUnavailableError(
             f"no installed backend can run this bundle{f' at precision {precision}' if precision else ''} "
-            f"(tried {', '.join(tried)}); the bundle has {_describe(files)}"
+            f"(tried {', '.join(tried)}); the bundle has {_describe(files)}{hint}"
         )
     key = ALIASES.get(name, name)
     if key not in REGISTRY:
