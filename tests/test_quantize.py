@@ -44,17 +44,19 @@ def static_bundle(tmp_path_factory, checkpoints):
 
 def test_fusions(tmp_path, bundles):
     report = optimize_graph(bundles["token-classification"] / "model.onnx", tmp_path / "fused.onnx", 2, 32)
-    want = {"EmbedLayerNormalization": 1, "Attention": LAYERS, "SkipLayerNormalization": 2 * LAYERS, "BiasGelu": LAYERS}
+    want = {"Attention": LAYERS, "SkipLayerNormalization": 2 * LAYERS, "BiasGelu": LAYERS, "LayerNormalization": 1}
     assert report["fused_ops"] == want
     counts = op_counts(tmp_path / "fused.onnx")
     for op, n in want.items():
         assert counts[op] == n
-    assert counts["Softmax"] == 0 and counts["LayerNormalization"] == 0  # all folded into fused ops
+    assert counts["Softmax"] == 0  # folded into Attention
+    # embeddings stay unfused, so the word table can go to 4 bits: word, position, token type
+    assert counts["EmbedLayerNormalization"] == 0 and counts["Gather"] >= 3
 
 
 def test_dynamic_node_types_and_manifest(dynamic_bundle):
     counts = op_counts(dynamic_bundle / "model.int8.onnx")
-    assert counts["QAttention"] == LAYERS and counts["QEmbedLayerNormalization"] == 1
+    assert counts["QAttention"] == LAYERS and counts["GatherBlockQuantized"] == 1  # the 4-bit word table
     # attention output, FFN in, FFN out: MatMulInteger (fused by ONNX Runtime at load time)
     assert counts["MatMulInteger"] + counts["DynamicQuantizeMatMul"] == 3 * LAYERS
     assert counts["Attention"] == 0 and counts["MatMul"] == 0
@@ -66,6 +68,7 @@ def test_dynamic_node_types_and_manifest(dynamic_bundle):
     assert int8["settings"]["mode"] == "dynamic" and int8["settings"]["per_channel"]
     assert int8["gate"]["passed"] and int8["gate"]["metric"] == "mean_cosine"
     assert int8["gate"]["value"] >= 0.99 and int8["fp32_groups"] == []
+    assert int8["settings"]["word_embedding"]["bits"] == 4 and int8["settings"]["word_embedding"]["block_size"] == 32
     assert m.fidelity["optimization"]["parity"]["passed"]
     assert m.export["quantize"]["mode"] == "dynamic"
     assert files["int8"].size < files["fp32"].size
@@ -78,6 +81,7 @@ def test_static_node_types(static_bundle):
     producers = {o: n.op_type for n in graph.node for o in n.output}
     matmuls = [n for n in graph.node if n.op_type == "MatMul"]
     assert matmuls and all(producers.get(i) == "DequantizeLinear" for n in matmuls for i in n.input)
+    assert counts["GatherBlockQuantized"] == 1 and counts["EmbedLayerNormalization"] == 0  # 4-bit word table
     m = Manifest.read(static_bundle / "manifest.json")
     assert [f.precision for f in m.model_files()] == ["int8"]  # fp32 dropped by default
     assert m.fidelity["int8"]["settings"]["calibration_method"] == "entropy"
@@ -129,6 +133,7 @@ def test_fallback_keeps_most_sensitive_groups_in_fp32(tmp_path, bundles, monkeyp
 
     monkeypatch.setattr(gate, "evaluate", fake_evaluate)
     monkeypatch.setattr("mbert_edge_export.quantize.dynamic.quantize_dynamic", fake_dynamic)
+    monkeypatch.setattr("mbert_edge_export.quantize.embedding.compress_word_embedding", lambda path, node: None)
     monkeypatch.setattr(gate, "model_outputs", lambda path, batches: [])
     timings = iter([10.0, 12.5])
     monkeypatch.setattr(gate, "latency_ms", lambda path, batch, backend=None: next(timings))
@@ -324,3 +329,33 @@ def test_quantize_settings_rejected_before_any_work(tmp_path, settings, message)
 
     with pytest.raises(ExportError, match=message):
         export_bundle("/nonexistent/checkpoint", tmp_path / "out", quantize=settings)
+
+
+def test_int4_blocks_hand_checked_and_run_by_onnxruntime(tmp_path):
+    """Packing and scales against hand-computed values; ONNX Runtime's GatherBlockQuantized dequantizes them."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from mbert_edge_export.quantize import embedding
+
+    table = np.array([[3.5, -0.5, 0.0, 1.4] * 4, [-7.0, 1.0, 7.0, 0.0] * 4], dtype=np.float32)  # 2 x 16
+    packed, scales = embedding.quantize_blocks(table, 16)
+    np.testing.assert_allclose(scales, [[0.5], [1.0]])  # max |x| / 7 per block
+    # row 0 -> 7, -1 (nibble 0xF), 0, 1.4/0.5 = 2.8 -> 3; row 1 -> -7 (nibble 0x9), 1, 7, 0; low nibble first
+    assert packed[:2] == bytes([0xF7, 0x30]) and packed[8:10] == bytes([0x19, 0x07])
+
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "ids"], ["out"], name="word_embeddings/Gather")],
+        "g",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, [None])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [None, 16])],
+        [numpy_helper.from_array(table, "table")],
+    )
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    assert embedding.word_embedding_node(path) == "word_embeddings/Gather"
+    info = embedding.compress_word_embedding(path, "word_embeddings/Gather")
+    assert info == {"node": "word_embeddings/Gather", "shape": [2, 16], "bits": 4, "block_size": 16, "scales": "fp32"}
+    got = ort.InferenceSession(str(path)).run(None, {"ids": np.array([1, 0], np.int64)})[0]
+    want = np.array([[-7.0, 1.0, 7.0, 0.0] * 4, [3.5, -0.5, 0.0, 1.5] * 4], dtype=np.float32)  # 1.4 -> 3 x 0.5
+    np.testing.assert_allclose(got, want, atol=1e-6)

@@ -1,8 +1,8 @@
 """Dynamic INT8: weights quantized once (signed INT8, per output channel), activations at run time.
 
-On the fused graph ONNX Runtime turns ``Attention`` into ``QAttention``, ``EmbedLayerNormalization`` into
-``QEmbedLayerNormalization`` (an INT8 embedding table: most of a multilingual model's size) and the
-remaining ``MatMul``s into ``DynamicQuantizeMatMul`` after its own load-time fusion.
+On the fused graph ONNX Runtime turns ``Attention`` into ``QAttention``, the position and token-type
+embedding ``Gather``s into INT8 tables, and the remaining ``MatMul``s into ``DynamicQuantizeMatMul`` after
+its own load-time fusion. The word-embedding table is left to quantize/embedding.py (4 bits).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from mbert_edge.backends.onnxruntime import OnnxRuntimeCPUBackend
 from mbert_edge.backends.openvino import OpenVINOCPUBackend
 from mbert_edge.manifest import EmbeddingSpec
 from mbert_edge_export.errors import ExportError
-from mbert_edge_export.quantize import dynamic, gate, static, static_nncf
+from mbert_edge_export.quantize import dynamic, embedding, gate, static, static_nncf
 
 log = logging.getLogger(__name__)
 
@@ -97,20 +97,30 @@ def quantize_with_gate(
         work = Path(tmp)  # static mode: calibrated ranges, reused by every fallback pass
         reference = gate.model_outputs(src, evaluation)
 
+        # ONNX Runtime target: the word-embedding table goes to 4 bits (see embedding.py) unless the gate's
+        # fallback keeps its group in fp32
+        word = embedding.word_embedding_node(src) if settings.target == "onnxruntime" else None
+
         def quantize(exclude: Sequence[str], out: Path) -> dict[str, Any]:
-            if settings.mode == "dynamic":
-                return dynamic.quantize_dynamic(src, out, per_channel=settings.per_channel, nodes_to_exclude=exclude)
             if settings.target == "openvino":
                 return static_nncf.quantize_nncf(src, out, calibration, nodes_to_exclude=exclude)
-            return static.quantize_static(
-                src,
-                out,
-                calibration,
-                method=settings.method or "minmax",
-                per_channel=settings.per_channel,
-                nodes_to_exclude=exclude,
-                work_dir=work,  # calibrate once for every fallback pass
-            )
+            compress = word is not None and word not in exclude
+            skip = [*exclude, word] if compress else list(exclude)  # the table is compressed below instead
+            if settings.mode == "dynamic":
+                recipe = dynamic.quantize_dynamic(src, out, per_channel=settings.per_channel, nodes_to_exclude=skip)
+            else:
+                recipe = static.quantize_static(
+                    src,
+                    out,
+                    calibration,
+                    method=settings.method or "minmax",
+                    per_channel=settings.per_channel,
+                    nodes_to_exclude=skip,
+                    work_dir=work,  # calibrate once for every fallback pass
+                )
+            recipe["fp32_nodes"] = list(exclude)
+            recipe["word_embedding"] = (embedding.compress_word_embedding(out, word) if compress else None) or "fp32"
+            return recipe
 
         def check(path: Path) -> dict[str, Any]:
             return gate.evaluate(

@@ -87,7 +87,7 @@ def quantize_static(
         # without it the quantizer cannot see the MatMuls' activations and leaves them in fp32.
         shaped = work / "shaped.onnx"
         if not shaped.exists():
-            quant_pre_process(str(src), str(shaped), skip_optimization=True)
+            quant_pre_process(str(src), str(shaped), skip_optimization=True, auto_merge=True)
         ort_quantize_static(
             str(shaped),
             str(dst),

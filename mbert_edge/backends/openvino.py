@@ -1,11 +1,10 @@
 """OpenVINO on the CPU: an optional backend (``pip install 'mbert-edge[openvino]'``), chosen only by name.
 
-OpenVINO reads the bundle's ONNX files directly. For INT8 it runs static QDQ files (``quantization:
-static-qdq``) with its own integer kernels, preferring those exported for it (``--target openvino``: NNCF's
-recipe, manifest ``backend: openvino``); dynamic-INT8 files use ONNX Runtime's private integer ops and stay
-with ONNX Runtime. OpenVINO is the fastest CPU runtime we measured at batch 32 and long sequences (see
-benchmarks/results), at the price of a larger runtime and more memory, so it is offered, never picked by
-``backend="auto"``.
+OpenVINO reads the bundle's ONNX files directly: INT8 files exported for it (``--target openvino``: NNCF's
+QDQ recipe, manifest ``backend: openvino``) with its own integer kernels, and fp32 files. INT8 files made
+for ONNX Runtime use its contrib ops and stay with ONNX Runtime. OpenVINO is the fastest CPU runtime we
+measured at batch 32 and long sequences (see benchmarks/results), at the price of a larger runtime and more
+memory, so it is offered, never picked by ``backend="auto"``.
 
 Compile cache: compiling an ONNX file for the CPU takes OpenVINO 1.5-2.5 s (e5-small INT8), longer than
 everything else in ``load()``. The backend keeps OpenVINO's compiled blob in a cache directory and imports
@@ -84,13 +83,11 @@ class OpenVINOCPUBackend(Backend):
         own = super().pick_file(files, precision)
         if own is not None:
             return own
-        onnx_files = [
-            f
-            for f in files
-            if f.backend == "onnxruntime" and f.format == cls.file_format and f.quantization != "dynamic"
-        ]
-        wanted = (precision,) if precision else cls.precisions
-        return next((f for p in wanted for f in onnx_files if f.precision == p), None)
+        # of the files made for ONNX Runtime only fp32 ones: its INT8 files use its contrib ops
+        # (QAttention, GatherBlockQuantized, ...), which OpenVINO does not run
+        if precision in (None, "fp32"):
+            return next((f for f in files if f.backend == "onnxruntime" and f.precision == "fp32"), None)
+        return None
 
     def __init__(
         self,
