@@ -53,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument(
         "--quantize",
         choices=("dynamic", "static"),
-        help="write model.int8.onnx: fused graph, INT8 weights (dynamic) or weights and activations "
+        help="write model.int8.onnx: INT8 weights (dynamic) or weights and activations "
         "(static, calibrated); checked by the accuracy gate",
     )
     q.add_argument(

@@ -115,7 +115,10 @@ def test_fallback_keeps_most_sensitive_groups_in_fp32(tmp_path, bundles, monkeyp
     src = tmp_path / "fused.onnx"
     optimize_graph(bundles["feature-extraction"] / "model.onnx", src, 2, 32)
     nodes = gate.quantizable_nodes(src)
-    groups = gate.node_groups(nodes, LAYERS + 2)
+    groups = gate.layer_groups(nodes, gate.embedding_nodes(src), LAYERS)
+    # the embedding tables (word, position, token type) are a group of their own, then layers and head
+    assert len(groups[0]) == 3 and all("embeddings" in n for n in groups[0])
+    assert not any("embeddings" in n for g in groups[1:] for n in g) and len(groups) == LAYERS + 2
     bad = set(groups[1])
 
     def fake_evaluate(reference, path, batches, task, **kw):
@@ -133,7 +136,7 @@ def test_fallback_keeps_most_sensitive_groups_in_fp32(tmp_path, bundles, monkeyp
 
     monkeypatch.setattr(gate, "evaluate", fake_evaluate)
     monkeypatch.setattr("mbert_edge_export.quantize.dynamic.quantize_dynamic", fake_dynamic)
-    monkeypatch.setattr("mbert_edge_export.quantize.embedding.compress_word_embedding", lambda path, node: None)
+    monkeypatch.setattr("mbert_edge_export.quantize.embedding.compress_word_embedding", lambda path, node, bits=4: None)
     monkeypatch.setattr(gate, "model_outputs", lambda path, batches: [])
     timings = iter([10.0, 12.5])
     monkeypatch.setattr(gate, "latency_ms", lambda path, batch, backend=None: next(timings))
@@ -359,3 +362,63 @@ def test_int4_blocks_hand_checked_and_run_by_onnxruntime(tmp_path):
     got = ort.InferenceSession(str(path)).run(None, {"ids": np.array([1, 0], np.int64)})[0]
     want = np.array([[-7.0, 1.0, 7.0, 0.0] * 4, [3.5, -0.5, 0.0, 1.5] * 4], dtype=np.float32)  # 1.4 -> 3 x 0.5
     np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+def test_int8_rows_fallback_run_by_onnxruntime(tmp_path):
+    """The fallback's 8-bit table: a scale per row (max |x| / 127), rows within half a step of the original."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from mbert_edge_export.quantize import embedding
+
+    rng = np.random.default_rng(0)
+    table = (rng.standard_normal((50, 24)) * rng.uniform(0.01, 2.0, (50, 1))).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "ids"], ["out"], name="word_embeddings/Gather")],
+        "g",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, [None, None])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [None, None, 24])],
+        [numpy_helper.from_array(table, "table")],
+    )
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    info = embedding.compress_word_embedding(path, "word_embeddings/Gather", bits=8)
+    assert info["bits"] == 8
+    assert Counter(n.op_type for n in onnx.load(str(path)).graph.node) == {"Gather": 2, "Cast": 1, "Mul": 1}
+    ids = np.array([[3, 49, 0], [7, 7, 12]], np.int64)
+    got = ort.InferenceSession(str(path)).run(None, {"ids": ids})[0]
+    step = np.abs(table).max(axis=1) / 127
+    assert np.all(np.abs(got - table[ids]) <= step[ids][..., None] / 2 + 1e-7)
+    assert np.abs(got - table[ids]).max() > 0  # it is quantized
+
+
+def test_fallback_on_embedding_group_takes_the_table_to_8_bits(tmp_path, bundles, monkeypatch):
+    """Scripted metric: the 4-bit table is what hurts; the fallback's answer is the 8-bit table, not fp32."""
+    src = tmp_path / "fused.onnx"
+    optimize_graph(bundles["feature-extraction"] / "model.onnx", src, 2, 32)
+    from mbert_edge_export.quantize import embedding
+
+    word = embedding.word_embedding_node(src)
+    bits_of: dict[str, int] = {}
+
+    def fake_dynamic(src_path, out, per_channel=True, nodes_to_exclude=()):
+        out.write_bytes(b"")
+        return {"mode": "dynamic"}
+
+    def fake_compress(path, node, bits=4):
+        bits_of[str(path)] = bits
+        return {"node": node, "bits": bits}
+
+    def fake_evaluate(reference, path, batches, task, **kw):
+        value = 0.95 if bits_of[str(path)] == 4 else 0.999
+        return {"metric": "mean_cosine", "value": value, "threshold": 0.99, "passed": value >= 0.99}
+
+    monkeypatch.setattr("mbert_edge_export.quantize.dynamic.quantize_dynamic", fake_dynamic)
+    monkeypatch.setattr("mbert_edge_export.quantize.embedding.compress_word_embedding", fake_compress)
+    monkeypatch.setattr(gate, "evaluate", fake_evaluate)
+    monkeypatch.setattr(gate, "model_outputs", lambda path, batches: [])
+    monkeypatch.setattr(gate, "latency_ms", lambda path, batch, backend=None: 1.0)
+    report = quantize_with_gate(src, tmp_path / "q.onnx", QuantizeSettings(), "feature-extraction", LAYERS, [], [])
+    assert report["fp32_groups"] == [0] and report["gate"]["passed"]
+    assert report["settings"]["word_embedding"] == {"node": word, "bits": 8}
+    assert word not in report["settings"]["fp32_nodes"]

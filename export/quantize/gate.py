@@ -145,6 +145,28 @@ def quantizable_nodes(path: Path, activation_matmuls: bool = False) -> list[str]
     return out
 
 
+def embedding_nodes(path: Path) -> list[str]:
+    """Names of the nodes that read an embedding table: Gathers of a weight, or a fused EmbedLayerNormalization."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    weights = {init.name for init in graph.initializer}
+    return [
+        n.name
+        for n in graph.node
+        if n.op_type == "EmbedLayerNormalization" or (n.op_type == "Gather" and n.input[0] in weights)
+    ]
+
+
+def layer_groups(nodes: Sequence[str], embeddings: Sequence[str], num_layers: int) -> list[list[str]]:
+    """The fallback's unit: the embedding tables as one group, the other nodes split into about one group
+    per encoder layer (plus one for the head). Tables and matmuls fail differently (a 4-bit table vs an
+    INT8 layer), and keeping a table in fp32 costs size, not speed, so they are ranked apart."""
+    tables = [n for n in nodes if n in set(embeddings)]
+    rest = [n for n in nodes if n not in set(embeddings)]
+    return ([tables] if tables else []) + node_groups(rest, num_layers + 1)
+
+
 def node_groups(nodes: Sequence[str], n_groups: int) -> list[list[str]]:
     """Split nodes, in graph order, into ``n_groups`` consecutive groups (about one per encoder layer)."""
     n_groups = max(1, min(n_groups, len(nodes)))

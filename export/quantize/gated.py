@@ -97,15 +97,15 @@ def quantize_with_gate(
         work = Path(tmp)  # static mode: calibrated ranges, reused by every fallback pass
         reference = gate.model_outputs(src, evaluation)
 
-        # ONNX Runtime target: the word-embedding table goes to 4 bits (see embedding.py) unless the gate's
-        # fallback keeps its group in fp32
+        # ONNX Runtime target: the word-embedding table goes to 4 bits (see embedding.py), or to 8 bits when
+        # the gate's fallback takes the embedding group (position/token-type tables then stay fp32)
         word = embedding.word_embedding_node(src) if settings.target == "onnxruntime" else None
 
         def quantize(exclude: Sequence[str], out: Path) -> dict[str, Any]:
             if settings.target == "openvino":
                 return static_nncf.quantize_nncf(src, out, calibration, nodes_to_exclude=exclude)
-            compress = word is not None and word not in exclude
-            skip = [*exclude, word] if compress else list(exclude)  # the table is compressed below instead
+            # the table is compressed below instead: 4 bits, or 8 when the fallback took its group
+            skip = [*exclude, word] if word is not None and word not in exclude else list(exclude)
             if settings.mode == "dynamic":
                 recipe = dynamic.quantize_dynamic(src, out, per_channel=settings.per_channel, nodes_to_exclude=skip)
             else:
@@ -118,8 +118,9 @@ def quantize_with_gate(
                     nodes_to_exclude=skip,
                     work_dir=work,  # calibrate once for every fallback pass
                 )
-            recipe["fp32_nodes"] = list(exclude)
-            recipe["word_embedding"] = (embedding.compress_word_embedding(out, word) if compress else None) or "fp32"
+            recipe["fp32_nodes"] = [n for n in exclude if n != word]
+            bits = 8 if word in exclude else 4
+            recipe["word_embedding"] = (embedding.compress_word_embedding(out, word, bits) if word else None) or "fp32"
             return recipe
 
         def check(path: Path) -> dict[str, Any]:
@@ -153,7 +154,7 @@ def quantize_with_gate(
 
         all_int8_ms = gate.latency_ms(dst, evaluation[0], backend=runner) if evaluation else None
         nodes = gate.quantizable_nodes(src, activation_matmuls=settings.target == "openvino")
-        groups = gate.node_groups(nodes, num_layers + 2)
+        groups = gate.layer_groups(nodes, gate.embedding_nodes(src), num_layers)
         log.info("ranking %d node groups by sensitivity (quantizing one group at a time)", len(groups))
         ranking = gate.sensitivity(
             groups, lambda exclude, out: quantize(exclude, out), lambda p: check(p)["value"], dst.parent
