@@ -1,7 +1,7 @@
 """Cross-lingual similarity with the default bundle: each English sentence should be nearest its translation.
 
 mbert-edge export default -o bundles/e5-small
-python examples/crosslingual.py bundles/e5-small
+python examples/crosslingual.py bundles/e5-small [BACKEND]     # BACKEND: auto (default), openvino, ...
 """
 
 from __future__ import annotations
@@ -90,9 +90,9 @@ TRANSLATIONS = {
 }
 
 
-def main(bundle: str) -> int:
+def main(bundle: str, backend: str = "auto") -> int:
     start = time.perf_counter()
-    model = mbert_edge.load(bundle)
+    model = mbert_edge.load(bundle, backend=backend)
     print(f"loaded {bundle} in {time.perf_counter() - start:.2f} s: {model!r}")
 
     others = [(lang, i, text) for lang, texts in TRANSLATIONS.items() for i, text in enumerate(texts)]
@@ -134,4 +134,4 @@ def main(bundle: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "bundles/e5-small"))
+    sys.exit(main(*sys.argv[1:3]) if len(sys.argv) > 1 else main("bundles/e5-small"))
