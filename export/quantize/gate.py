@@ -135,8 +135,8 @@ def quantizable_nodes(path: Path, activation_matmuls: bool = False) -> list[str]
     for node in graph.node:
         if node.op_type not in QUANTIZABLE_OPS:
             continue
-        if node.op_type == "Gather":  # an embedding table, not a shape lookup with constant indices
-            if node.input[0] in weights:
+        if node.op_type == "Gather":
+            if _reads_table(node, weights):
                 out.append(node.name)
         elif any(i in weights for i in node.input) or (
             activation_matmuls and node.op_type == "MatMul" and not any(i in constants for i in node.input)
@@ -151,11 +151,12 @@ def embedding_nodes(path: Path) -> list[str]:
 
     graph = onnx.load(str(path), load_external_data=False).graph
     weights = {init.name for init in graph.initializer}
-    return [
-        n.name
-        for n in graph.node
-        if n.op_type == "EmbedLayerNormalization" or (n.op_type == "Gather" and n.input[0] in weights)
-    ]
+    return [n.name for n in graph.node if n.op_type == "EmbedLayerNormalization" or _reads_table(n, weights)]
+
+
+def _reads_table(node: Any, weights: set[str]) -> bool:
+    """A Gather of rows of a weight (an embedding table), not a shape lookup with constant indices."""
+    return node.op_type == "Gather" and node.input[0] in weights
 
 
 def layer_groups(nodes: Sequence[str], embeddings: Sequence[str], num_layers: int) -> list[list[str]]:
