@@ -156,9 +156,7 @@ def quantize_with_gate(
         nodes = gate.quantizable_nodes(src, activation_matmuls=settings.target == "openvino")
         groups = gate.layer_groups(nodes, gate.embedding_nodes(src), num_layers)
         log.info("ranking %d node groups by sensitivity (quantizing one group at a time)", len(groups))
-        ranking = gate.sensitivity(
-            groups, lambda exclude, out: quantize(exclude, out), lambda p: check(p)["value"], dst.parent
-        )
+        ranking = gate.sensitivity(groups, quantize, lambda p: check(p)["value"], dst.parent)
         report["sensitivity"] = [{"group": i, "nodes": groups[i], "value_alone": v} for i, v in ranking]
         limit = settings.max_fallback_groups if settings.max_fallback_groups is not None else len(groups) - 1
         excluded: list[str] = []
@@ -176,10 +174,15 @@ def quantize_with_gate(
                     )
                 return report
         report.update(settings=recipe, gate=result)
+        other = (
+            "try --target onnxruntime"
+            if settings.target == "openvino"
+            else "try --quantize dynamic or another --calibration-method"
+        )
         raise QuantizationGateError(
             f"the INT8 model reaches {result['metric']} {result['value']:.5f} < {result['threshold']} even with "
             f"{len(report['fp32_groups'])} of {len(groups)} node groups kept in fp32; lower the threshold "
-            "(--min-agreement / --min-cosine), try --quantize dynamic or another --calibration-method, or ship fp32",
+            f"(--min-agreement / --min-cosine), {other}, or ship fp32",
             report,
         )
 

@@ -54,7 +54,8 @@ def cache_dir_for(model_path: Path, root: Path) -> Path:
     key = hashlib.sha256()
     path = model_path.resolve()
     key.update(str(path).encode())
-    for f in sorted([path, *path.parent.glob(path.name + ".data")]):
+    weights = path.with_name(path.name + ".data")  # the bundle writer's weights file, when there is one
+    for f in (path, weights) if weights.exists() else (path,):
         st = f.stat()
         key.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
     return root / key.hexdigest()[:24]
