@@ -240,6 +240,26 @@ def test_static_calibrates_once_per_work_dir(tmp_path, bundles, monkeypatch):
     assert op_counts(tmp_path / "a.onnx")["QuantizeLinear"] > op_counts(tmp_path / "b.onnx")["QuantizeLinear"]
 
 
+def test_failed_shape_inference_leaves_no_files_and_says_what_to_do(tmp_path, bundles, monkeypatch):
+    """ONNX Runtime dumps its half-typed model into the working directory when symbolic inference fails."""
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    from mbert_edge_export.errors import ExportError
+    from mbert_edge_export.quantize import static
+
+    src = tmp_path / "fused.onnx"
+    optimize_graph(bundles["feature-extraction"] / "model.onnx", src, 2, 32)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    (cwd / "mine.txt").write_text("a user's file")
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(SymbolicShapeInference, "_infer_impl", lambda self: setattr(self, "run_", False) or False)
+    with pytest.raises(ExportError, match=r"--quantize dynamic, or --target openvino"):
+        static.quantize_static(src, tmp_path / "q.onnx", [], work_dir=tmp_path / "work")
+    assert sorted(p.name for p in cwd.iterdir()) == ["mine.txt"]
+    assert not (tmp_path / "q.onnx").exists()
+
+
 @pytest.fixture(scope="module")
 def openvino_bundle(tmp_path_factory, checkpoints):
     pytest.importorskip("nncf")

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from mbert_edge_export.errors import ExportError
+
 log = logging.getLogger(__name__)
 
 METHODS = ("minmax", "entropy", "percentile")
@@ -64,7 +66,6 @@ def quantize_static(
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType
     from onnxruntime.quantization import quantize_static as ort_quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if method not in METHODS:
         raise ValueError(f"calibration method must be one of {METHODS}, not {method!r}")
@@ -87,7 +88,7 @@ def quantize_static(
         # without it the quantizer cannot see the MatMuls' activations and leaves them in fp32.
         shaped = work / "shaped.onnx"
         if not shaped.exists():
-            quant_pre_process(str(src), str(shaped), skip_optimization=True, auto_merge=True)
+            _infer_shapes(src, shaped)
         ort_quantize_static(
             str(shaped),
             str(dst),
@@ -113,6 +114,36 @@ def quantize_static(
         "calibration_batches": len(batches),
         "fp32_nodes": list(nodes_to_exclude),
     }
+
+
+def _infer_shapes(src: Path, dst: Path) -> None:
+    """Write ``src`` with every tensor typed to ``dst`` (ONNX and symbolic shape inference).
+
+    When the symbolic pass cannot type a tensor, ONNX Runtime saves its half-typed model as
+    ``sym_shape_infer_temp.onnx`` plus an external-data file into the current directory before it raises;
+    those files are removed here (only if this call created them) and the failure becomes an ExportError.
+    """
+    import onnx
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    leftover = Path.cwd() / "sym_shape_infer_temp.onnx"
+    existed = leftover.exists()
+    try:
+        quant_pre_process(str(src), str(dst), skip_optimization=True, auto_merge=True)
+    except Exception as exc:
+        if leftover.exists() and not existed:
+            with contextlib.suppress(Exception):
+                model = onnx.load(str(leftover), load_external_data=False)
+                for tensor in model.graph.initializer:
+                    for entry in tensor.external_data:
+                        if entry.key == "location":
+                            (leftover.parent / entry.value).unlink(missing_ok=True)
+            leftover.unlink(missing_ok=True)
+        raise ExportError(
+            f"static INT8 needs every tensor of {src.name} typed, and ONNX Runtime's symbolic shape "
+            f"inference could not ({exc}); use --quantize dynamic, or --target openvino (NNCF does not need "
+            "it)"
+        ) from exc
 
 
 def _same_width(batches: Sequence[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
