@@ -181,5 +181,5 @@ class Predictor:
         lengths = [len(e.ids) for e in encodings]
         for idx in length_sorted_batches(lengths, batch_size, max(DEFAULT_MAX_TOKENS, self.tokenizer.max_length)):
             batch = [encodings[i] for i in idx]
-            feeds = self.tokenizer.pad(batch)
+            feeds = self.tokenizer.pad(batch, multiple_of=self.backend.pad_to_multiple_of)
             yield idx, batch, feeds, self.backend.run(feeds)

@@ -57,10 +57,16 @@ class BundleTokenizer:
                     )
         return encodings
 
-    def pad(self, encodings: Sequence[Encoding]) -> dict[str, np.ndarray]:
-        """Stack encodings into int64 arrays padded to the longest one of the batch."""
+    def pad(self, encodings: Sequence[Encoding], multiple_of: int = 1) -> dict[str, np.ndarray]:
+        """Stack encodings into int64 arrays padded to the longest one of the batch.
+
+        ``multiple_of`` rounds that width up (never past ``max_length``), for runtimes that prepare kernels
+        per input shape and so profit from seeing few distinct lengths.
+        """
         n = len(encodings)
         width = max(len(e.ids) for e in encodings)
+        if multiple_of > 1:
+            width = max(width, min(-(-width // multiple_of) * multiple_of, self.max_length))
         ids = np.full((n, width), self.pad_id, dtype=np.int64)
         mask = np.zeros((n, width), dtype=np.int64)
         types = np.zeros((n, width), dtype=np.int64)

@@ -26,3 +26,18 @@ def test_batches_partition_and_respect_limits(lengths, batch_size, max_tokens):
         if previous is not None:
             assert max(rows) <= previous
         previous = min(rows)
+
+
+def test_pad_to_multiple_of_rounds_up_within_max_length(bundles):
+    from mbert_edge.tokenizer import BundleTokenizer
+
+    tok = BundleTokenizer(bundles["feature-extraction"] / "tokenizer.json", 40)
+    short, longer = tok.encode(["a b", "a b c d e f g h i j k l m n o p q r s t"])
+    assert len(short.ids) < 16 < len(longer.ids) < 32  # [CLS] + words + [SEP]
+    assert tok.pad([short])["input_ids"].shape == (1, len(short.ids))
+    feeds = tok.pad([short, longer], multiple_of=16)
+    assert feeds["input_ids"].shape == feeds["attention_mask"].shape == (2, 32)
+    assert feeds["attention_mask"].sum(axis=1).tolist() == [len(short.ids), len(longer.ids)]
+    assert (feeds["input_ids"][0, len(short.ids) :] == tok.pad_id).all()
+    assert tok.pad([longer], multiple_of=64)["input_ids"].shape == (1, 40)  # never past max_length
+    assert tok.pad([longer], multiple_of=16)["input_ids"].shape == (1, 32)

@@ -118,3 +118,23 @@ def test_compile_cache_off_or_unwritable(tmp_path, monkeypatch, bundles, caplog)
         p = mbert_edge.load(bundles["text-classification"], backend="openvino", threads=1)
     assert "compile cache disabled" in caplog.text
     assert p.predict(["Hola"])  # still runs, only without the speed-up
+
+
+def test_openvino_pads_lengths_to_multiples_of_16_and_tags_the_same(bundles):
+    """Fewer input shapes for OpenVINO; the extra padding changes no token's tag (ONNX Runtime as reference)."""
+    from tests.conftest import corpus_lines
+
+    texts = [line[: 20 + 7 * i] for i, (_, line) in enumerate(corpus_lines(per_lang=1))]
+    ov = mbert_edge.load(bundles["token-classification"], backend="openvino", threads=1)
+    widths = []
+    run = ov.backend.run
+    ov.backend.run = lambda feeds: widths.append(feeds["input_ids"].shape[1]) or run(feeds)
+    got = ov.predict(texts, batch_size=4)
+    ref = mbert_edge.load(bundles["token-classification"]).predict(texts, batch_size=4)
+    assert widths and all(w % 16 == 0 or w == ov.tokenizer.max_length for w in widths)
+    assert sum(map(len, ref)) >= len(texts)  # entities to compare
+    assert [[(e["entity_group"], e["start"], e["end"]) for e in x] for x in got] == [
+        [(e["entity_group"], e["start"], e["end"]) for e in x] for x in ref
+    ]
+    for x, y in zip(got, ref, strict=True):
+        np.testing.assert_allclose([e["score"] for e in x], [e["score"] for e in y], atol=1e-4)

@@ -32,6 +32,8 @@ class Backend(abc.ABC):
     extra: ClassVar[str | None] = None
     #: whether ``backend="auto"`` may choose it (optional heavy runtimes are chosen by name only)
     auto: ClassVar[bool] = True
+    #: batches are padded to a sequence length that is a multiple of this (1: to the longest text)
+    pad_to_multiple_of: ClassVar[int] = 1
 
     @classmethod
     @abc.abstractmethod
