@@ -178,8 +178,10 @@ class Predictor:
             log.warning(
                 "%d of %d texts were cut at max_length=%d tokens", truncated, len(items), self.tokenizer.max_length
             )
-        lengths = [len(e.ids) for e in encodings]
+        multiple_of = self.backend.pad_to_multiple_of
+        # batch by the width each text will be padded to, so that the padded-token cap holds as given
+        lengths = [self.tokenizer.padded_width(len(e.ids), multiple_of) for e in encodings]
         for idx in length_sorted_batches(lengths, batch_size, max(DEFAULT_MAX_TOKENS, self.tokenizer.max_length)):
             batch = [encodings[i] for i in idx]
-            feeds = self.tokenizer.pad(batch, multiple_of=self.backend.pad_to_multiple_of)
+            feeds = self.tokenizer.pad(batch, multiple_of=multiple_of)
             yield idx, batch, feeds, self.backend.run(feeds)

@@ -57,16 +57,16 @@ class BundleTokenizer:
                     )
         return encodings
 
-    def pad(self, encodings: Sequence[Encoding], multiple_of: int = 1) -> dict[str, np.ndarray]:
-        """Stack encodings into int64 arrays padded to the longest one of the batch.
+    def padded_width(self, length: int, multiple_of: int = 1) -> int:
+        """``length`` rounded up to a multiple of ``multiple_of``, never past ``max_length`` (nor below
+        ``length``): for runtimes that prepare kernels per input shape and so profit from few distinct lengths."""
+        return max(length, min(-(-length // multiple_of) * multiple_of, self.max_length))
 
-        ``multiple_of`` rounds that width up (never past ``max_length``), for runtimes that prepare kernels
-        per input shape and so profit from seeing few distinct lengths.
-        """
+    def pad(self, encodings: Sequence[Encoding], multiple_of: int = 1) -> dict[str, np.ndarray]:
+        """Stack encodings into int64 arrays padded to the longest one of the batch, rounded up by
+        :meth:`padded_width`."""
         n = len(encodings)
-        width = max(len(e.ids) for e in encodings)
-        if multiple_of > 1:
-            width = max(width, min(-(-width // multiple_of) * multiple_of, self.max_length))
+        width = self.padded_width(max(len(e.ids) for e in encodings), multiple_of)
         ids = np.full((n, width), self.pad_id, dtype=np.int64)
         mask = np.zeros((n, width), dtype=np.int64)
         types = np.zeros((n, width), dtype=np.int64)

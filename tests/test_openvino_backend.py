@@ -120,18 +120,23 @@ def test_compile_cache_off_or_unwritable(tmp_path, monkeypatch, bundles, caplog)
     assert p.predict(["Hola"])  # still runs, only without the speed-up
 
 
-def test_openvino_pads_lengths_to_multiples_of_16_and_tags_the_same(bundles):
-    """Fewer input shapes for OpenVINO; the extra padding changes no token's tag (ONNX Runtime as reference)."""
+def test_openvino_pads_lengths_to_multiples_of_16_and_tags_the_same(bundles, monkeypatch):
+    """Fewer input shapes for OpenVINO; the extra padding changes no token's tag (ONNX Runtime as reference)
+    and counts against the padded-token cap of a model call."""
+    from mbert_edge import predictor
     from tests.conftest import corpus_lines
 
+    monkeypatch.setattr(predictor, "DEFAULT_MAX_TOKENS", 1)  # cap = max_length (128) padded tokens per call
     texts = [line[: 20 + 7 * i] for i, (_, line) in enumerate(corpus_lines(per_lang=1))]
     ov = mbert_edge.load(bundles["token-classification"], backend="openvino", threads=1)
-    widths = []
+    shapes = []
     run = ov.backend.run
-    ov.backend.run = lambda feeds: widths.append(feeds["input_ids"].shape[1]) or run(feeds)
-    got = ov.predict(texts, batch_size=4)
-    ref = mbert_edge.load(bundles["token-classification"]).predict(texts, batch_size=4)
-    assert widths and all(w % 16 == 0 or w == ov.tokenizer.max_length for w in widths)
+    ov.backend.run = lambda feeds: shapes.append(feeds["input_ids"].shape) or run(feeds)
+    got = ov.predict(texts, batch_size=8)
+    ref = mbert_edge.load(bundles["token-classification"]).predict(texts, batch_size=8)
+    assert shapes and all(w % 16 == 0 or w == ov.tokenizer.max_length for _, w in shapes)
+    assert all(rows * w <= ov.tokenizer.max_length for rows, w in shapes)
+    assert any(rows > 1 for rows, _ in shapes)
     assert sum(map(len, ref)) >= len(texts)  # entities to compare
     assert [[(e["entity_group"], e["start"], e["end"]) for e in x] for x in got] == [
         [(e["entity_group"], e["start"], e["end"]) for e in x] for x in ref
