@@ -47,6 +47,7 @@ $(BENCH_STAMP): benchmarks/constraints.txt
 bench: $(STAMP) $(BENCH_STAMP)
 	$(PY) benchmarks/prepare.py --work benchmarks/work
 	$(BENCH_VENV)/bin/python benchmarks/run.py --work benchmarks/work --out benchmarks/results
+	$(BENCH_VENV)/bin/python benchmarks/floor.py --work benchmarks/work --out benchmarks/results
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) bundles benchmarks/work .pytest_cache .ruff_cache
