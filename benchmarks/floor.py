@@ -110,24 +110,6 @@ def _chain(path: Path, fmt: str, seed: int = 0) -> Path:
     return path
 
 
-def _ort_chain(path: Path, threads: int) -> variants.Runner:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.add_session_config_entry("session.force_spinning_stop", "1")
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return lambda feeds: session.run(None, {"x": feeds["x"]})[0]
-
-
-def _ov_chain(path: Path, threads: int) -> variants.Runner:
-    import openvino as ov
-
-    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": threads})
-    request = compiled.create_infer_request()
-    return lambda feeds: request.infer({0: feeds["x"]})[0]
-
-
 def outside_fc_share(model: Path, threads: int, shape_feeds: dict[str, variants.Feeds]) -> dict[str, float]:
     """Share of the peer's per-op profiled time spent outside its FullyConnected (int8 weight matmul) nodes:
     attention, softmax, LayerNorm, GELU, embeddings, reorders. OpenVINO's PERF_COUNT, median of 3 calls."""
@@ -185,10 +167,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         runners = {
             "peer: openvino-int8 (full model)": variants.load("openvino-int8", peer_model, args.threads),
-            "floor: onnxruntime DynamicQuantizeMatMul": _ort_chain(
+            "floor: onnxruntime DynamicQuantizeMatMul": variants.ort_runner(
                 _chain(Path(tmp) / "dyn.onnx", "dynamic"), args.threads
             ),
-            "floor: openvino int8 FC": _ov_chain(_chain(Path(tmp) / "qdq.onnx", "qdq"), args.threads),
+            "floor: openvino int8 FC": variants.openvino_runner(_chain(Path(tmp) / "qdq.onnx", "qdq"), args.threads),
         }
     times: dict[str, dict[str, list[float]]] = {name: {s: [] for s in run.SHAPES} for name in runners}
     inputs = {}

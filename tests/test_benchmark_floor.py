@@ -48,6 +48,6 @@ def test_chain_has_exactly_the_encoders_weight_matmuls(floor, tmp_path, fmt, op)
 
 
 def test_dynamic_chain_runs_in_onnxruntime(floor, tmp_path):
-    run = floor._ort_chain(floor._chain(tmp_path / "chain.onnx", "dynamic"), threads=1)
+    run = floor.variants.ort_runner(floor._chain(tmp_path / "chain.onnx", "dynamic"), threads=1)
     x = np.random.default_rng(0).standard_normal((2, 5, 768)).astype(np.float32)
     assert run({"x": x}).shape == (2, 5, 768)
