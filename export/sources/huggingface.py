@@ -21,6 +21,7 @@ from mbert_edge_export import samples
 from mbert_edge_export import tokenizer as tokenizer_conversion
 from mbert_edge_export.errors import SourceError
 from mbert_edge_export.sources.base import LoadedSource
+from mbert_edge_export.sources.checkpoint import read_lineage
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +175,19 @@ def load(checkpoint: Path, task: str | None = None, name: str | None = None) -> 
     else:
         embedding = _embedding_spec(checkpoint, int(model.config.hidden_size))
 
+    provenance: dict[str, Any] = {
+        "kind": "huggingface",
+        "name_or_path": name or str(checkpoint),
+        "architecture": (config.get("architectures") or [type(model).__name__])[0],
+        "model_type": config.get("model_type"),
+        "weights_sha256": digest,
+        "hidden_size": int(model.config.hidden_size),
+        "num_hidden_layers": int(model.config.num_hidden_layers),
+        "vocab_size": int(model.config.vocab_size),
+    }
+    lineage = read_lineage(checkpoint)  # a checkpoint written by `mbert-edge distill` (or a trim)
+    if lineage is not None:
+        provenance["lineage"] = lineage
     return LoadedSource(
         model=model,
         tokenizer=tok,
@@ -182,15 +196,6 @@ def load(checkpoint: Path, task: str | None = None, name: str | None = None) -> 
         labels=labels,
         score_function=score_function,
         embedding=embedding,
-        provenance={
-            "kind": "huggingface",
-            "name_or_path": name or str(checkpoint),
-            "architecture": (config.get("architectures") or [type(model).__name__])[0],
-            "model_type": config.get("model_type"),
-            "weights_sha256": digest,
-            "hidden_size": int(model.config.hidden_size),
-            "num_hidden_layers": int(model.config.num_hidden_layers),
-            "vocab_size": int(model.config.vocab_size),
-        },
+        provenance=provenance,
         tokenizer_check=tokenizer_check,
     )
