@@ -7,6 +7,7 @@ a kept language still tokenizes) and to its folder in the ``dataset-build`` corp
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 
 from mbert_edge_export.errors import ExportError
@@ -143,13 +144,16 @@ def parse_languages(spec: str | list[str] | tuple[str, ...]) -> list[str]:
 
 
 def script_of(ch: str) -> str | None:
-    """The script of a single character by its Unicode block, or None for common characters (digits, ...)."""
+    """The script of a letter or mark by its Unicode block (``"Other"`` for scripts not in
+    :data:`SCRIPT_RANGES`), or None for a character every script shares: digits, punctuation, symbols, spaces."""
+    if unicodedata.category(ch)[0] not in "LM":
+        return None
     cp = ord(ch)
     for script, ranges in SCRIPT_RANGES.items():
         for lo, hi in ranges:
             if lo <= cp <= hi:
                 return script
-    return None
+    return "Other"
 
 
 def scripts_of(codes: list[str]) -> set[str]:

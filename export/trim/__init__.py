@@ -1,0 +1,191 @@
+"""Vocabulary trimming: keep the pieces that text of the named languages needs, and their embedding rows.
+
+    >>> trimmed, report = trim_source(load_source("default"), ["en", "pt"])
+
+Steps: :mod:`.mining` counts the pieces each language's text uses (word frequency lists, the corpus's
+training split, a user corpus); :mod:`.selection` keeps the most frequent up to a coverage target plus the
+forced pieces (specials, the scripts' single characters, digits, punctuation, prompts); :mod:`.tokenizer_rewrite`
+writes the smaller ``tokenizer.json`` (original order and scores, ids remapped); :mod:`.embeddings` slices the
+word-embedding rows; :mod:`.fidelity` measures the result on held-out text of kept and other languages.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from mbert_edge_export import corpus
+from mbert_edge_export.errors import ExportError
+from mbert_edge_export.languages import LANGUAGES, parse_languages, scripts_of
+from mbert_edge_export.sources.base import LoadedSource
+from mbert_edge_export.trim import fidelity, mining, selection
+from mbert_edge_export.trim.embeddings import slice_word_embeddings
+from mbert_edge_export.trim.tokenizer_rewrite import model_type, trimmed_tokenizer
+
+log = logging.getLogger(__name__)
+
+DEFAULT_COVERAGE = 0.9999  # of each language's word-frequency token mass; the corpus's pieces are all kept
+#: languages not kept whose degradation is measured and reported (when the corpus has them)
+REPORTED_OTHERS = ("en", "de", "fr", "es", "pt", "it", "pl", "tr", "vi", "ru", "el", "ar", "hi", "zh", "ja", "ko")
+OUTPUT_CHECK_TEXTS = 8  # identical-tokenization sentences per kept language run through both models
+
+
+def check_options(
+    languages: Sequence[str] | str,
+    sources: Sequence[str] = mining.SOURCES,
+    corpus_files: Sequence[Path] = (),
+    coverage: float = DEFAULT_COVERAGE,
+    max_vocab: int | None = None,
+) -> list[str]:
+    """Validate trim options before any slow step; return the language codes."""
+    langs = parse_languages(languages)
+    unknown = [s for s in sources if s not in mining.SOURCES]
+    if unknown:
+        raise ExportError(f"unknown vocabulary source(s) {unknown}; choose from {', '.join(mining.SOURCES)}")
+    if not 0.5 <= coverage <= 1.0:
+        raise ExportError(f"--vocab-coverage must be between 0.5 and 1.0, not {coverage}")
+    if max_vocab is not None and max_vocab < 100:
+        raise ExportError(f"--max-vocab {max_vocab} is too small to hold even the special tokens and characters")
+    for f in corpus_files:
+        p = Path(f)
+        if not p.is_file():
+            raise ExportError(f"vocabulary corpus {p} does not exist")
+        if not any(line.strip() for line in p.read_text(encoding="utf-8").splitlines()):
+            raise ExportError(f"vocabulary corpus {p} holds no text")
+    if not sources and not corpus_files:
+        raise ExportError("a trim needs at least one vocabulary source (--vocab-source or --vocab-corpus)")
+    return langs
+
+
+def trim_source(
+    loaded: LoadedSource,
+    languages: Sequence[str] | str,
+    *,
+    sources: Sequence[str] = mining.SOURCES,
+    corpus_files: Sequence[Path] = (),
+    coverage: float = DEFAULT_COVERAGE,
+    max_vocab: int | None = None,
+    check_outputs: bool = True,
+) -> tuple[LoadedSource, dict[str, Any]]:
+    """Trim ``loaded``'s vocabulary to ``languages``; return the trimmed source and the trim report.
+
+    A source that was already trimmed to the same or a narrower set of languages is returned unchanged (a
+    vocabulary cannot grow back), with a report that says so.
+    """
+    langs = check_options(languages, sources, corpus_files, coverage, max_vocab)
+    previous = (loaded.provenance.get("lineage") or {}).get("trim") or loaded.provenance.get("trim")
+    if previous and set(previous.get("languages", ())) <= set(langs):
+        log.warning(
+            "the source is already trimmed to %s; --languages %s changes nothing",
+            ",".join(previous["languages"]),
+            ",".join(langs),
+        )
+        return loaded, {**previous, "skipped": f"source already trimmed to {','.join(previous['languages'])}"}
+    tok = loaded.tokenizer
+    kind = model_type(tok)
+    started = time.perf_counter()
+    prompts = list(loaded.embedding.prefixes.values()) if loaded.embedding else []
+    if loaded.embedding and loaded.embedding.default_prefix:
+        prompts.append(loaded.embedding.default_prefix)
+    mined = mining.mine(tok, langs, sources, corpus_files)
+    if not any(sum(c.values()) for c in mined.counts.values()):
+        raise ExportError(
+            f"no text to mine for {','.join(langs)}: the sources {list(sources)} have none for these languages; "
+            "pass --vocab-corpus FILE with text in them"
+        )
+    forced = selection.forced_ids(tok, scripts_of(langs), prompts)
+    full = [s for s in mined.sources if s != "wordfreq"]  # corpus text: every piece it uses is kept
+    sel = selection.select(mined.counts, forced, coverage, max_vocab, full_sources=full)
+    new_tok = trimmed_tokenizer(tok, sel.kept)
+    new_model = slice_word_embeddings(loaded.model, sel.kept)
+    old_vocab = tok.get_vocab_size(with_added_tokens=True)
+    old_rows = int(loaded.model.get_input_embeddings().weight.shape[0])
+    dim = int(loaded.model.get_input_embeddings().weight.shape[1])
+    report: dict[str, Any] = {
+        "languages": langs,
+        "tokenizer": kind,
+        "sources": mined.sources,
+        "coverage": coverage,
+        "max_vocab": max_vocab,
+        "vocab_size": {"before": old_vocab, "after": len(sel.kept)},
+        "embedding_rows": {"before": old_rows, "after": len(sel.kept)},
+        "parameters": {
+            "before": _params(loaded.model),
+            "after": _params(new_model),
+            "embedding_before": old_rows * dim,
+            "embedding_after": len(sel.kept) * dim,
+        },
+        "forced": sel.forced,
+        "mined_not_forced": sel.mined,
+        "dropped_by_cap": sel.dropped_by_cap,
+        "kept_ids_sha256": hashlib.sha256(",".join(map(str, sel.kept)).encode()).hexdigest(),
+    }
+    report["fidelity"] = measure(tok, new_tok, sel.kept, langs)
+    if check_outputs:
+        texts = [
+            s
+            for lang in langs
+            for s in fidelity.identical_texts(tok, new_tok, sel.kept, _held_out_sentences(lang))[:OUTPUT_CHECK_TEXTS]
+        ]
+        if texts:
+            diff = fidelity.output_difference(loaded.model, new_model, tok, new_tok, texts)
+            report["fidelity"]["outputs_on_identical_text"] = {"texts": len(texts), "max_abs_diff": diff}
+            if diff > 1e-5:
+                raise ExportError(
+                    f"the trimmed model's outputs differ by {diff:.2e} from the original's on text whose tokens are "
+                    "unchanged; this is a bug, please report it"
+                )
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    log.info(
+        "trimmed the vocabulary to %s: %d -> %d pieces (%s)",
+        ",".join(langs),
+        old_vocab,
+        len(sel.kept),
+        ", ".join(f"{k} {v['sentences']['identical']:.2%}" for k, v in report["fidelity"]["kept"].items() if v),
+    )
+    provenance = {**loaded.provenance, "vocab_size": len(sel.kept), "trim": {"languages": langs}}
+    return dataclasses.replace(loaded, model=new_model, tokenizer=new_tok, provenance=provenance), report
+
+
+def measure(old, new, kept: Sequence[int], langs: Sequence[str]) -> dict[str, Any]:
+    """Tokenization fidelity on held-out corpus text: per kept language and for some languages not kept."""
+    available = set(corpus.available_languages()) if _has_corpus() else set()
+    out: dict[str, Any] = {"held_out": "dataset-build held-out paragraphs (never mined) and their sentences"}
+    out["kept"] = {lang: _lang_fidelity(old, new, kept, lang) if lang in available else None for lang in langs}
+    others = [c for c in REPORTED_OTHERS if c not in langs and c in available]
+    out["not_kept"] = {lang: _lang_fidelity(old, new, kept, lang) for lang in others}
+    return out
+
+
+def _lang_fidelity(old, new, kept, lang: str) -> dict[str, Any]:
+    paras = [p.text for p in corpus.held_out_paragraphs(lang)]
+    return {
+        "paragraphs": fidelity.compare_tokenization(old, new, kept, paras),
+        "sentences": fidelity.compare_tokenization(old, new, kept, _held_out_sentences(lang)),
+    }
+
+
+def _held_out_sentences(lang: str) -> list[str]:
+    if not _has_corpus() or LANGUAGES[lang].corpus is None:
+        return []
+    return [s for p in corpus.held_out_paragraphs(lang) for s in corpus.sentences(p.text)]
+
+
+def _has_corpus() -> bool:
+    try:
+        corpus.root()
+    except ExportError:
+        return False
+    return True
+
+
+def _params(model) -> int:
+    return int(sum(p.numel() for p in model.parameters()))
+
+
+__all__ = ["DEFAULT_COVERAGE", "check_options", "measure", "trim_source"]
