@@ -49,6 +49,27 @@ def _parser() -> argparse.ArgumentParser:
         "--tolerance", type=float, default=1e-4, help="max |onnx - pytorch| allowed by the parity check (default 1e-4)"
     )
     e.add_argument("--force", action="store_true", help="replace an existing bundle at --output")
+    t = e.add_argument_group("vocabulary trimming")
+    t.add_argument(
+        "--languages",
+        metavar="CODES",
+        help="keep only the vocabulary these languages need, e.g. en,de,fr (ISO 639-1); text in other "
+        "languages still runs but splits into more pieces or unknown tokens",
+    )
+    t.add_argument(
+        "--vocab-source",
+        default="wordfreq,dataset-build",
+        help="frequency sources to mine pieces from (default wordfreq,dataset-build; comma list)",
+    )
+    t.add_argument(
+        "--vocab-corpus", type=Path, action="append", default=[], metavar="FILE", help="your own text (repeatable)"
+    )
+    t.add_argument(
+        "--vocab-coverage",
+        type=float,
+        help="share of each language's word-frequency token mass to keep (default 0.9999)",
+    )
+    t.add_argument("--max-vocab", type=int, help="keep at most this many pieces (the rarest mined pieces go first)")
     q = e.add_argument_group("INT8 quantization")
     q.add_argument(
         "--quantize",
@@ -172,6 +193,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
         calibration_size=args.calibration_size,
         eval_size=args.eval_size,
         keep_fp32=args.keep_fp32,
+        languages=args.languages,
+        vocab_sources=tuple(x.strip() for x in args.vocab_source.split(",") if x.strip()),
+        vocab_corpus=tuple(args.vocab_corpus),
+        vocab_coverage=args.vocab_coverage,
+        max_vocab=args.max_vocab,
     )
     print(f"exported {args.source} to {path} in {time.perf_counter() - start:.1f} s")
     from mbert_edge.manifest import Manifest

@@ -1,0 +1,35 @@
+"""Stage: load the source model (a checkpoint, the embedded default, or a distilled student with its lineage)."""
+
+from __future__ import annotations
+
+from mbert_edge_export.errors import ExportError
+from mbert_edge_export.quantize import calibration
+from mbert_edge_export.sources import load_source
+from mbert_edge_export.stages.context import ExportContext
+
+STEPS = 1
+
+
+def enabled(ctx: ExportContext) -> bool:
+    """Always runs."""
+    return True
+
+
+def run(ctx: ExportContext) -> None:
+    """Load the source; settle the max length; read calibration text early so a bad file fails fast."""
+    opts = ctx.options
+    ctx.step(f"loading {opts.source}")
+    ctx.loaded = load_source(opts.source, task=opts.task)
+    limit = ctx.loaded.max_length
+    if opts.max_length is not None:
+        if not 2 <= opts.max_length <= limit:
+            raise ExportError(f"--max-length must be between 2 and the model's limit {limit}, not {opts.max_length}")
+        limit = opts.max_length
+    ctx.max_length = limit
+    if opts.quantize is not None:
+        ctx.calibration = (
+            calibration.read_text_file(opts.calibration_file)
+            if opts.calibration_file
+            else calibration.corpus_sample(opts.calibration_size + opts.eval_size)
+        )
+    ctx.settings.update({"source_spec": opts.source, "task": ctx.loaded.task, "max_length": limit})

@@ -1,0 +1,99 @@
+"""Stage: INT8 (``--quantize``): fuse the graph (ONNX Runtime target), quantize, and check the accuracy gate."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+
+from mbert_edge.tokenizer import BundleTokenizer
+from mbert_edge_export import bundle_writer, optimize, parity
+from mbert_edge_export.errors import ExportError
+from mbert_edge_export.quantize import calibration
+from mbert_edge_export.quantize.gated import check_settings, quantize_with_gate
+from mbert_edge_export.stages.context import INT8_FILE, MODEL_FILE, TOKENIZER_FILE, ExportContext
+from mbert_edge_export.stages.to_onnx import parity_check
+
+log = logging.getLogger(__name__)
+
+
+def steps(ctx: ExportContext) -> int:
+    """Quantize and gate; plus fusing for ONNX Runtime."""
+    q = ctx.options.quantize
+    return 0 if q is None else 1 + (q.target != "openvino")
+
+
+def enabled(ctx: ExportContext) -> bool:
+    """Runs with ``--quantize``."""
+    return ctx.options.quantize is not None
+
+
+def check(ctx: ExportContext) -> None:
+    """Validate the INT8 settings before any slow step."""
+    if ctx.options.quantize is not None:
+        check_settings(ctx.options.quantize)
+
+
+def run(ctx: ExportContext) -> None:
+    """Write ``model.int8.onnx`` (and drop ``model.onnx`` unless ``keep_fp32``); record the gate's report."""
+    opts, loaded, texts = ctx.options, ctx.loaded, ctx.calibration
+    settings = opts.quantize
+    assert settings is not None and loaded is not None and texts is not None
+    config = loaded.model.config
+    for_openvino = settings.target == "openvino"
+    if for_openvino:  # OpenVINO fuses at compile time; NNCF's patterns need the standard ops
+        graph = ctx.path(MODEL_FILE)
+    else:
+        ctx.step("fusing the graph with ONNX Runtime's transformer optimizer")
+        graph = ctx.path("fused.onnx")
+        ctx.fidelity["optimization"] = optimize.optimize_graph(
+            ctx.path(MODEL_FILE), graph, int(config.num_attention_heads), int(config.hidden_size)
+        )
+        ctx.fidelity["optimization"]["parity"] = parity.check_parity(onnx_path=graph, **parity_check(ctx))
+
+    ctx.step(f"quantizing to INT8 ({settings.mode}, for {settings.target}) and checking the accuracy gate")
+    tok = BundleTokenizer(ctx.path(TOKENIZER_FILE), ctx.max_length)
+    cal, held_out = calibration.split(texts, opts.calibration_size, opts.eval_size)
+    label_ids = _label_ids(held_out.labels, loaded.labels) if held_out.labels is not None else None
+    report = quantize_with_gate(
+        graph,
+        ctx.path(INT8_FILE),
+        settings,
+        loaded.task,
+        int(config.num_hidden_layers),
+        list(calibration.batches(tok, cal.texts, ctx.inputs)),
+        list(calibration.batches(tok, held_out.texts, ctx.inputs)),
+        embedding_spec=loaded.embedding,
+        score_function=loaded.score_function,
+        labels=label_ids,
+    )
+    report["calibration_text"] = {
+        "origin": texts.origin,
+        "calibration": len(cal.texts),
+        "held_out": len(held_out.texts),
+    }
+    report["thresholds"] = asdict(settings.thresholds)
+    ctx.fidelity["int8"] = report
+    log.info("INT8 fidelity: %s", {k: v for k, v in report["gate"].items() if k != "threshold"})
+    if not for_openvino:
+        graph.unlink()
+    ctx.files += bundle_writer.model_entries(
+        ctx.stage_dir,
+        INT8_FILE,
+        backend=settings.target,
+        precision="int8",
+        format="onnx",
+        quantization="dynamic" if settings.mode == "dynamic" else "static-qdq",
+    )
+    if not opts.keep_fp32:
+        ctx.path(MODEL_FILE).unlink()
+    ctx.settings.update({"quantize": asdict(settings), "keep_fp32": opts.keep_fp32})
+
+
+def _label_ids(names: list[str], labels: dict[int, str] | None) -> list[int]:
+    if not labels:
+        raise ExportError("the evaluation file has labels, but the model has no label names")
+    by_name = {v: k for k, v in labels.items()}
+    unknown = sorted({n for n in names if n not in by_name and not n.isdigit()})
+    if unknown:
+        raise ExportError(f"labels {unknown[:5]} in the evaluation file are not model labels {sorted(by_name)}")
+    return [by_name[n] if n in by_name else int(n) for n in names]

@@ -1,0 +1,52 @@
+"""Stage: export the model to ONNX, save the tokenizer, and check the ONNX model against PyTorch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mbert_edge_export import onnx_export, parity, samples
+from mbert_edge_export.stages.context import MODEL_FILE, TOKENIZER_FILE, ExportContext
+from mbert_edge_export.tokenizer import prepare_for_bundle
+
+STEPS = 2
+
+
+def enabled(ctx: ExportContext) -> bool:
+    """Always runs."""
+    return True
+
+
+def parity_check(ctx: ExportContext) -> dict[str, Any]:
+    """The keyword arguments of :func:`parity.check_parity` for this export (all but the ONNX path)."""
+    assert ctx.loaded is not None
+    return {
+        "model": ctx.loaded.model,
+        "tokenizer_path": ctx.path(TOKENIZER_FILE),
+        "task": ctx.loaded.task,
+        "inputs": ctx.inputs,
+        "max_length": ctx.max_length,
+        "texts": samples.parity_texts(),
+        "tolerance": ctx.options.tolerance,
+    }
+
+
+def run(ctx: ExportContext) -> None:
+    """Write ``model.onnx`` and ``tokenizer.json``; fail when ONNX and PyTorch disagree."""
+    loaded = ctx.loaded
+    assert loaded is not None
+    ctx.step("exporting to ONNX")
+    ctx.inputs, ctx.outputs = onnx_export.export_onnx(
+        loaded.model, loaded.task, ctx.path(MODEL_FILE), opset=ctx.options.opset
+    )
+    prepare_for_bundle(loaded.tokenizer).save(str(ctx.path(TOKENIZER_FILE)))
+    ctx.step("checking ONNX against PyTorch on multilingual text")
+    ctx.fidelity["onnx_fp32"] = parity.check_parity(onnx_path=ctx.path(MODEL_FILE), **parity_check(ctx))
+    if loaded.tokenizer_check is not None:
+        ctx.fidelity["tokenizer"] = loaded.tokenizer_check
+    ctx.settings.update(
+        {
+            "opset": ctx.options.opset,
+            "exporter": "torch.onnx (TorchScript, dynamic batch and sequence axes)",
+            "parity_tolerance": ctx.options.tolerance,
+        }
+    )
