@@ -72,6 +72,7 @@ class Language:
     name: str
     scripts: tuple[str, ...]
     corpus: str | None = None  # dataset-build folder (ISO 639-3), if the corpus has this language
+    spaced: bool = True  # False: words are not separated by spaces (Chinese, Japanese, Thai)
 
 
 _L = Language
@@ -98,7 +99,7 @@ LANGUAGES: dict[str, Language] = {
         _L("hy", "Armenian", ("Armenian",)),
         _L("id", "Indonesian", ("Latin",), "ind"),
         _L("it", "Italian", ("Latin",), "ita"),
-        _L("ja", "Japanese", ("Han", "Hiragana", "Katakana"), "jpn"),
+        _L("ja", "Japanese", ("Han", "Hiragana", "Katakana"), "jpn", spaced=False),
         _L("ka", "Georgian", ("Georgian",)),
         _L("ko", "Korean", ("Hangul", "Han"), "kor"),
         _L("lt", "Lithuanian", ("Latin",), "lit"),
@@ -119,12 +120,12 @@ LANGUAGES: dict[str, Language] = {
         _L("sw", "Swahili", ("Latin",), "swa"),
         _L("ta", "Tamil", ("Tamil",)),
         _L("te", "Telugu", ("Telugu",)),
-        _L("th", "Thai", ("Thai",), "tha"),
+        _L("th", "Thai", ("Thai",), "tha", spaced=False),
         _L("tr", "Turkish", ("Latin",), "tur"),
         _L("uk", "Ukrainian", ("Cyrillic",), "ukr"),
         _L("ur", "Urdu", ("Arabic",)),
         _L("vi", "Vietnamese", ("Latin",), "vie"),
-        _L("zh", "Chinese", ("Han",), "zho"),
+        _L("zh", "Chinese", ("Han",), "zho", spaced=False),
     )
 }
 
@@ -159,3 +160,8 @@ def script_of(ch: str) -> str | None:
 def scripts_of(codes: list[str]) -> set[str]:
     """Every script the languages ``codes`` are written in, plus combining marks (used by all of them)."""
     return {s for c in codes for s in LANGUAGES[c].scripts} | {"Combining"}
+
+
+def unspaced_scripts_of(codes: list[str]) -> set[str]:
+    """Scripts of the languages among ``codes`` that do not separate words by spaces (zh, ja, th)."""
+    return {s for c in codes if not LANGUAGES[c].spaced for s in LANGUAGES[c].scripts}

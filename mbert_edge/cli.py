@@ -67,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--vocab-coverage",
         type=float,
-        help="share of each language's word-frequency token mass to keep (default 0.9999)",
+        help="share of each language's word-frequency token mass to keep (default 1.0: every listed word's pieces)",
     )
     t.add_argument("--max-vocab", type=int, help="keep at most this many pieces (the rarest mined pieces go first)")
     q = e.add_argument_group("INT8 quantization")

