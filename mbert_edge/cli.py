@@ -280,10 +280,22 @@ def _cmd_info(args: argparse.Namespace) -> int:
             f"embedding   dim {e.dim}, {e.pooling} pooling, normalize={e.normalize}, "
             f"default prefix {e.default_prefix!r}"
         )
+    lineage = src.get("lineage") or {}
+    if lineage.get("distill"):
+        d, teacher = lineage["distill"], lineage.get("teacher") or {}
+        print(
+            f"distilled   from {teacher.get('name', '?')} ({teacher.get('layers', '?')} layers, weights "
+            f"{str(teacher.get('weights_sha256', '?'))[:12]}…), teacher layers kept {d.get('layer_map')}"
+        )
+    trim = m.export.get("trim") or (lineage.get("trim") if isinstance(lineage.get("trim"), dict) else None)
+    if trim:
+        _print_trim(trim, m.fidelity.get("trim") or trim.get("fidelity") or {})
     for f in m.files:
         kind = f"{f.backend}/{f.format}/{f.precision}" if f.role == "model" else f.role
         print(f"file        {f.path:<18} {f.size / 1e6:9.1f} MB  {kind}")
     for name, report in m.fidelity.items():
+        if name == "trim":
+            continue
         if name == "int8":
             print(f"fidelity    int8 ({report['settings']['mode']}): {_gate_summary(report)}")
         elif name == "optimization":
@@ -294,6 +306,30 @@ def _cmd_info(args: argparse.Namespace) -> int:
             print(f"fidelity    {name}: {json.dumps(shown)}")
     print(f"checksums   OK ({len(m.files)} files verified)")
     return 0
+
+
+def _print_trim(trim: dict[str, Any], fidelity: dict[str, Any]) -> None:
+    """The vocabulary trim: languages kept, size, and how text of kept and other languages fares."""
+    size = trim.get("vocab_size", {})
+    print(
+        f"vocabulary  trimmed to {','.join(trim.get('languages', []))}: {size.get('before', '?')} -> "
+        f"{size.get('after', '?')} pieces"
+    )
+
+    def rate(entry: dict[str, Any] | None) -> str:
+        s = (entry or {}).get("sentences") or {}
+        if not s.get("texts"):
+            return "n/a"
+        return f"{s['identical']:.1%} same tokens, x{s['length_ratio']} tokens, {s['unk_per_1k_tokens']} unk/1k"
+
+    for lang, entry in (fidelity.get("kept") or {}).items():
+        print(f"  kept      {lang}: {rate(entry)}")
+    others = fidelity.get("not_kept") or {}
+    if others:
+        print("  WARNING   text in other languages still runs but degrades: Latin-script languages split into more")
+        print("            pieces, other scripts largely into unknown tokens. Measured on held-out sentences:")
+        for lang, entry in others.items():
+            print(f"  not kept  {lang}: {rate(entry)}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

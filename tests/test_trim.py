@@ -123,6 +123,13 @@ def test_trimmed_bundle_predicts_like_the_untrimmed_one(tmp_path, checkpoints, b
     )
     m = Manifest.read(out / "manifest.json")
     assert m.export["trim"]["languages"] == ["en", "fr"]
+    assert "other scripts largely into unknown tokens" in m.export["trim"]["other_languages"]
+    info = subprocess.run(
+        [sys.executable, "-m", "mbert_edge.cli", "info", str(out)], capture_output=True, text=True, timeout=120
+    )
+    assert info.returncode == 0, info.stderr
+    assert "vocabulary  trimmed to en,fr" in info.stdout and "WARNING" in info.stdout
+    assert "not kept  ru:" in info.stdout
     assert m.fidelity["trim"]["kept"]["fr"]["sentences"]["texts"] > 0
     full = mbert_edge.load(bundles["text-classification"])
     small = mbert_edge.load(out)
