@@ -38,7 +38,8 @@ def run(ctx: ExportContext) -> None:
     ctx.inputs, ctx.outputs = onnx_export.export_onnx(
         loaded.model, loaded.task, ctx.path(MODEL_FILE), opset=ctx.options.opset
     )
-    prepare_for_bundle(loaded.tokenizer).save(str(ctx.path(TOKENIZER_FILE)))
+    # compact JSON: half the size of the pretty-printed file (e5-small trimmed to 8 languages: 6.9 -> 3.5 MB)
+    prepare_for_bundle(loaded.tokenizer).save(str(ctx.path(TOKENIZER_FILE)), pretty=False)
     ctx.step("checking ONNX against PyTorch on multilingual text")
     ctx.fidelity["onnx_fp32"] = parity.check_parity(onnx_path=ctx.path(MODEL_FILE), **parity_check(ctx))
     if loaded.tokenizer_check is not None:
