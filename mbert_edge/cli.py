@@ -210,10 +210,17 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 def _gate_summary(report: dict[str, Any]) -> str:
     g = report["gate"]
-    extra = {k: round(v, 5) for k, v in g.items() if k not in ("metric", "value", "threshold", "passed", "texts")}
+    skip = ("metric", "value", "threshold", "passed", "texts", "languages", "worst_language", "overall_value")
+    extra = {k: round(v, 5) for k, v in g.items() if k not in skip and isinstance(v, (int, float))}
     kept = len(report.get("fp32_groups", []))
+    worst = g.get("worst_language")
+    judged = (
+        f" (worst language {worst['language']} {worst['value']:.5f}, {len(g.get('languages', {}))} languages)"
+        if worst
+        else ""
+    )
     text = (
-        f"{g['metric']} {g['value']:.5f} (needs >= {g['threshold']}) on {g['texts']} held-out texts, "
+        f"{g['metric']} {g['value']:.5f}{judged} (needs >= {g['threshold']}) on {g['texts']} held-out texts, "
         f"{'passed' if g['passed'] else 'FAILED'}; {kept} node group(s) kept in fp32; {extra}"
     )
     cost = report.get("fallback_speed_cost")

@@ -85,7 +85,8 @@ def test_static_node_types(static_bundle):
     m = Manifest.read(static_bundle / "manifest.json")
     assert [f.precision for f in m.model_files()] == ["int8"]  # fp32 dropped by default
     assert m.fidelity["int8"]["settings"]["calibration_method"] == "entropy"
-    assert m.fidelity["int8"]["calibration_text"]["origin"].startswith("dataset-build sample")
+    assert m.fidelity["int8"]["calibration_text"]["origin"].startswith("dataset-build training sentences")
+    assert "gate: dataset-build held-out sentences" in m.fidelity["int8"]["calibration_text"]["origin"]
 
 
 def test_runtime_prefers_int8_and_stays_close(dynamic_bundle):
@@ -443,3 +444,21 @@ def test_fallback_on_embedding_group_takes_the_table_to_8_bits(tmp_path, bundles
     assert report["fp32_groups"] == [0] and report["gate"]["passed"]
     assert report["settings"]["word_embedding"] == {"node": word, "bits": 8}
     assert word not in report["settings"]["fp32_nodes"]
+
+
+def test_gate_judges_the_worst_language_not_only_the_mean(dynamic_bundle):
+    report = {"value": 0.925, "threshold": 0.8}
+    per_text = np.array([1.0] * 24 + [0.7] * 8 + [0.0] * 2)
+    gate._judge_languages(report, per_text, ["en"] * 24 + ["de"] * 8 + ["sw"] * 2)
+    assert report["languages"]["de"] == {"value": 0.7, "texts": 8}
+    assert report["languages"]["sw"]["texts"] == 2  # reported, too few texts to be judged
+    assert report["worst_language"] == {"language": "de", "value": 0.7}
+    assert report["value"] == 0.7 and report["overall_value"] == 0.925  # so the gate (0.8) fails
+    # token agreement: hits and totals per text, pooled per language
+    report = {"value": 0.5, "threshold": 0.5}
+    gate._judge_languages(report, np.array([[3, 4]] * 8 + [[1, 4]] * 8, dtype=float), ["a"] * 8 + ["b"] * 8)
+    assert report["languages"]["a"]["value"] == 0.75 and report["worst_language"]["language"] == "b"
+    # the default export gates on held-out corpus text of every language, each judged
+    g = Manifest.read(dynamic_bundle / "manifest.json").fidelity["int8"]["gate"]
+    assert len(g["languages"]) >= 30 and all(v["texts"] >= gate.MIN_TEXTS_PER_LANGUAGE for v in g["languages"].values())
+    assert g["value"] == min(g["overall_value"], g["worst_language"]["value"])

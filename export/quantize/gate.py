@@ -7,7 +7,8 @@ Metrics per task:
 * token-classification — agreement of the per-token argmax over real (non-special, non-padding) tokens;
 * feature-extraction — cosine between INT8 and fp32 sentence embeddings (mean and min).
 
-Defaults: agreement >= 0.99, mean cosine >= 0.99. When the gate fails, :func:`sensitivity` ranks groups of
+Defaults: agreement >= 0.99, mean cosine >= 0.99, overall and for every language of the held-out text with
+enough texts (the worst language counts, not only the mean). When the gate fails, :func:`sensitivity` ranks groups of
 quantized nodes by the damage each does alone (quantize one group at a time), and the pipeline keeps the
 most sensitive groups in fp32 until the gate holds, or fails with the report.
 """
@@ -60,14 +61,22 @@ def evaluate(
     labels: Sequence[int] | None = None,
     thresholds: Thresholds = Thresholds(),
     backend: Callable[[Path], Backend] = OnnxRuntimeCPUBackend,
+    langs: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Compare the candidate model's outputs on ``batches`` (run by ``backend``) with the fp32 ``reference``."""
+    """Compare the candidate model's outputs on ``batches`` (run by ``backend``) with the fp32 ``reference``.
+
+    With ``langs`` (the language of each text, in batch order) the metric is also computed per language, and
+    the gate's ``value`` is the lower of the overall value and the worst language's (languages with at least
+    :data:`MIN_TEXTS_PER_LANGUAGE` texts are judged; every language is reported).
+    """
     got = model_outputs(candidate_path, batches, backend)
+    per_text: np.ndarray  # each text's agreement / cosine; for tokens: (hits, total) per text
     report: dict[str, Any] = {"texts": int(sum(b["input_ids"].shape[0] for b in batches))}
     if task == TEXT_CLASSIFICATION:
         ref_s = np.concatenate([classification.scores_from_logits(r, score_function) for r in reference])
         got_s = np.concatenate([classification.scores_from_logits(g, score_function) for g in got])
-        agree = float((ref_s.argmax(1) == got_s.argmax(1)).mean())
+        per_text = (ref_s.argmax(1) == got_s.argmax(1)).astype(np.float64)
+        agree = float(per_text.mean())
         err = np.abs(ref_s - got_s)
         report.update(agreement=agree, mean_score_error=float(err.mean()), max_score_error=float(err.max()))
         if labels is not None:
@@ -84,6 +93,7 @@ def evaluate(
             c = embedding.l2_normalize(embedding.pool(g, b["attention_mask"], embedding_spec.pooling))
             cos.append((a * c).sum(1))
         cosines = np.concatenate(cos)
+        per_text = cosines.astype(np.float64)
         report.update(mean_cosine=float(cosines.mean()), min_cosine=float(cosines.min()))
         report["metric"], report["value"], report["threshold"] = (
             "mean_cosine",
@@ -91,19 +101,45 @@ def evaluate(
             thresholds.min_cosine,
         )
     else:
-        hits = total = 0
+        rows = []
         for r, g, b in zip(reference, got, batches, strict=True):
             mask = b["attention_mask"].astype(bool).copy()
             lengths = mask.sum(1)
             mask[:, 0] = False  # [CLS]
             mask[np.arange(len(lengths)), lengths - 1] = False  # [SEP]
-            hits += int((r.argmax(-1) == g.argmax(-1))[mask].sum())
-            total += int(mask.sum())
+            same = (r.argmax(-1) == g.argmax(-1)) & mask
+            rows.append(np.stack([same.sum(1), mask.sum(1)], axis=1))
+        per_text = np.concatenate(rows).astype(np.float64)
+        hits, total = int(per_text[:, 0].sum()), int(per_text[:, 1].sum())
         agree = hits / max(total, 1)
         report.update(token_agreement=agree, tokens=total)
         report["metric"], report["value"], report["threshold"] = "token_agreement", agree, thresholds.min_agreement
+    if langs is not None:
+        _judge_languages(report, per_text, langs)
     report["passed"] = bool(report["value"] >= report["threshold"])
     return report
+
+
+MIN_TEXTS_PER_LANGUAGE = 8
+
+
+def _judge_languages(report: dict[str, Any], per_text: np.ndarray, langs: Sequence[str]) -> None:
+    """Add per-language values; make the gate's value the worst of the overall and the judged languages'."""
+    if len(langs) != len(per_text):
+        raise ValueError(f"{len(langs)} languages for {len(per_text)} texts")
+    tags = np.asarray(langs)
+    by_lang: dict[str, dict[str, Any]] = {}
+    for lang in sorted(set(langs)):
+        rows = per_text[tags == lang]
+        value = float(rows[:, 0].sum() / max(rows[:, 1].sum(), 1)) if rows.ndim == 2 else float(rows.mean())
+        by_lang[lang] = {"value": round(value, 5), "texts": len(rows)}
+    report["languages"] = by_lang
+    judged = {k: v["value"] for k, v in by_lang.items() if v["texts"] >= MIN_TEXTS_PER_LANGUAGE}
+    if judged:
+        worst = min(judged, key=lambda k: judged[k])
+        report["worst_language"] = {"language": worst, "value": judged[worst]}
+        report["overall_value"] = report["value"]
+        report["value"] = min(report["value"], judged[worst])
 
 
 def latency_ms(

@@ -85,8 +85,12 @@ def quantize_with_gate(
     embedding_spec: EmbeddingSpec | None = None,
     score_function: str | None = None,
     labels: Sequence[int] | None = None,
+    langs: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Write the INT8 model to ``dst``; return its fidelity report. Raise if the gate cannot be met.
+
+    With ``langs`` (each evaluation text's language) the gate also judges every language on its own: the
+    worst language must reach the threshold too, not only the mean.
 
     ``src`` is the fp32 graph to quantize: fused by ONNX Runtime's optimizer for the ONNX Runtime target,
     the plain export for OpenVINO. The INT8 model is run by the backend of its target for the gate.
@@ -134,6 +138,7 @@ def quantize_with_gate(
                 labels=labels,
                 thresholds=settings.thresholds,
                 backend=runner,
+                langs=langs,
             )
 
         calibrated_by_us = settings.mode == "static" and settings.target == "onnxruntime"

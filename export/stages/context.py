@@ -54,7 +54,8 @@ class ExportContext:
     total_steps: int
     loaded: LoadedSource | None = None
     max_length: int = 0
-    calibration: TextSet | None = None
+    calibration: TextSet | None = None  # INT8: calibration text
+    held_out: TextSet | None = None  # INT8: the accuracy gate's text, never calibrated on
     inputs: list[str] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
     files: list[FileEntry] = field(default_factory=list)  # model files, in the runtime's order of preference

@@ -27,9 +27,11 @@ def run(ctx: ExportContext) -> None:
         limit = opts.max_length
     ctx.max_length = limit
     if opts.quantize is not None:
-        ctx.calibration = (
-            calibration.read_text_file(opts.calibration_file)
-            if opts.calibration_file
-            else calibration.corpus_sample(opts.calibration_size + opts.eval_size)
-        )
+        if opts.calibration_file:
+            texts = calibration.read_text_file(opts.calibration_file)
+            ctx.calibration, ctx.held_out = calibration.split(texts, opts.calibration_size, opts.eval_size)
+        else:  # the corpus: calibrate on training paragraphs, gate on held-out ones, of the kept languages
+            ctx.calibration, ctx.held_out = calibration.corpus_sets(
+                opts.calibration_size, opts.eval_size, opts.languages
+            )
     ctx.settings.update({"source_spec": opts.source, "task": ctx.loaded.task, "max_length": limit})

@@ -35,9 +35,9 @@ def check(ctx: ExportContext) -> None:
 
 def run(ctx: ExportContext) -> None:
     """Write ``model.int8.onnx`` (and drop ``model.onnx`` unless ``keep_fp32``); record the gate's report."""
-    opts, loaded, texts = ctx.options, ctx.loaded, ctx.calibration
+    opts, loaded, cal, held_out = ctx.options, ctx.loaded, ctx.calibration, ctx.held_out
     settings = opts.quantize
-    assert settings is not None and loaded is not None and texts is not None
+    assert settings is not None and loaded is not None and cal is not None and held_out is not None
     config = loaded.model.config
     for_openvino = settings.target == "openvino"
     if for_openvino:  # OpenVINO fuses at compile time; NNCF's patterns need the standard ops
@@ -52,7 +52,6 @@ def run(ctx: ExportContext) -> None:
 
     ctx.step(f"quantizing to INT8 ({settings.mode}, for {settings.target}) and checking the accuracy gate")
     tok = BundleTokenizer(ctx.path(TOKENIZER_FILE), ctx.max_length)
-    cal, held_out = calibration.split(texts, opts.calibration_size, opts.eval_size)
     label_ids = _label_ids(held_out.labels, loaded.labels) if held_out.labels is not None else None
     report = quantize_with_gate(
         graph,
@@ -65,9 +64,10 @@ def run(ctx: ExportContext) -> None:
         embedding_spec=loaded.embedding,
         score_function=loaded.score_function,
         labels=label_ids,
+        langs=held_out.langs,
     )
     report["calibration_text"] = {
-        "origin": texts.origin,
+        "origin": held_out.origin if held_out.origin == cal.origin else f"{cal.origin}; gate: {held_out.origin}",
         "calibration": len(cal.texts),
         "held_out": len(held_out.texts),
     }
