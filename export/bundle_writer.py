@@ -44,7 +44,7 @@ def staging_dir(output: Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def file_entry(stage: Path, name: str, role: str, **model_fields: str) -> FileEntry:
+def file_entry(stage: Path, name: str, role: str, **model_fields: str | bool) -> FileEntry:
     """Checksum a staged file into its manifest entry."""
     p = stage / name
     return FileEntry(path=name, role=role, size=p.stat().st_size, sha256=sha256_file(p), **model_fields)
@@ -54,7 +54,7 @@ WEIGHTS_SUFFIX = ".data"
 _PAGE = 4096  # tensors start on page boundaries, so ONNX Runtime can map them instead of copying
 
 
-def model_entries(stage: Path, name: str, **model_fields: str) -> list[FileEntry]:
+def model_entries(stage: Path, name: str, **model_fields: str | bool) -> list[FileEntry]:
     """Store the staged ONNX model ``name`` as a small graph file plus a weights file; return both entries.
 
     The tensors go into ``<name>.data`` (ONNX external data), each one page-aligned. ONNX Runtime then maps

@@ -109,6 +109,13 @@ def _parser() -> argparse.ArgumentParser:
         "--min-cosine", type=float, default=0.99, help="gate: min mean cosine to fp32 for embeddings (default 0.99)"
     )
     q.add_argument("--keep-fp32", action="store_true", help="also keep model.onnx (fp32) in the bundle")
+    q.add_argument(
+        "--activation-ranges",
+        choices=("fixed", "per-batch"),
+        default="fixed",
+        help="dynamic INT8: activation ranges fixed from calibration text (default; a text's result does not "
+        "depend on its batch) or measured per batch at run time (ONNX Runtime's own dynamic INT8)",
+    )
 
     r = sub.add_parser(
         "predict",
@@ -173,6 +180,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
             mode=args.quantize,
             method=args.calibration_method,
             target=args.target,
+            activation_ranges=args.activation_ranges,
             thresholds=Thresholds(args.min_agreement, args.min_cosine),
         )
     elif args.calibration or args.calibration_method or args.target != "onnxruntime":
@@ -299,6 +307,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
         _print_trim(trim, m.fidelity.get("trim") or trim.get("fidelity") or {})
     for f in m.files:
         kind = f"{f.backend}/{f.format}/{f.precision}" if f.role == "model" else f.role
+        if f.role == "model" and f.batch_invariant is not None:
+            kind += ", batch-invariant" if f.batch_invariant else ", NOT batch-invariant (per-batch INT8 ranges)"
         print(f"file        {f.path:<18} {f.size / 1e6:9.1f} MB  {kind}")
     for name, report in m.fidelity.items():
         if name == "trim":

@@ -40,6 +40,10 @@ class FileEntry:
     format: str | None = None  # model files: "onnx", later "tensorrt-plan"
     quantization: str | None = None  # int8 model files: "dynamic" (ONNX Runtime integer ops) or "static-qdq"
     external_data: str | None = None  # model files: path of the "weights" file that holds its tensors
+    #: model files: True when a text's result does not depend on the other texts of its batch or on the
+    #: padding width (fp32, static INT8, dynamic INT8 with fixed activation ranges); False for dynamic INT8
+    #: with per-batch ranges; None when unknown (bundles written before this field)
+    batch_invariant: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -234,4 +238,12 @@ def _file_entry(x: Any) -> FileEntry:
         format=x.get("format"),
         quantization=x.get("quantization"),
         external_data=x.get("external_data"),
+        batch_invariant=_optional_bool(x, "batch_invariant"),
     )
+
+
+def _optional_bool(d: dict[str, Any], key: str) -> bool | None:
+    value = d.get(key)
+    if value is not None and not isinstance(value, bool):
+        raise BundleFormatError(f"manifest key {key!r} must be true, false or absent, not {value!r}")
+    return value

@@ -17,13 +17,14 @@ from mbert_edge.backends.onnxruntime import OnnxRuntimeCPUBackend
 from mbert_edge.backends.openvino import OpenVINOCPUBackend
 from mbert_edge.manifest import EmbeddingSpec
 from mbert_edge_export.errors import ExportError
-from mbert_edge_export.quantize import dynamic, embedding, gate, static, static_nncf
+from mbert_edge_export.quantize import dynamic, embedding, fixed_ranges, gate, static, static_nncf
 
 log = logging.getLogger(__name__)
 
 MODES = ("dynamic", "static")
 #: the runtime an INT8 model is made for: its graph and quantizer differ (see static_nncf)
 TARGETS = ("onnxruntime", "openvino")
+ACTIVATION_RANGES = ("fixed", "per-batch")
 
 
 class QuantizationGateError(ExportError):
@@ -42,6 +43,9 @@ class QuantizeSettings:
     method: str | None = None  # static, ONNX Runtime target only: minmax (default), entropy or percentile
     target: str = "onnxruntime"  # or "openvino": NNCF's recipe on the plain graph, run by OpenVINO
     per_channel: bool = True
+    #: dynamic mode: "fixed" (activation ranges calibrated once: batch-invariant, the default) or "per-batch"
+    #: (ONNX Runtime's own dynamic ranges, measured over each padded batch: a text's result depends on its batch)
+    activation_ranges: str = "fixed"
     thresholds: gate.Thresholds = field(default_factory=gate.Thresholds)
     max_fallback_groups: int | None = None  # at most this many node groups kept in fp32 (None: all but one)
 
@@ -50,6 +54,12 @@ def check_settings(settings: QuantizeSettings) -> None:
     """Reject settings that cannot work, before any slow step."""
     if settings.mode not in MODES:
         raise ExportError(f"--quantize must be one of {', '.join(MODES)}, not {settings.mode!r}")
+    if settings.activation_ranges not in ACTIVATION_RANGES:
+        raise ExportError(
+            f"--activation-ranges must be one of {', '.join(ACTIVATION_RANGES)}, not {settings.activation_ranges!r}"
+        )
+    if settings.activation_ranges != "fixed" and settings.mode != "dynamic":
+        raise ExportError("--activation-ranges per-batch applies to --quantize dynamic only")
     if settings.target not in TARGETS:
         raise ExportError(f"--target must be one of {', '.join(TARGETS)}, not {settings.target!r}")
     if settings.target == "openvino":
@@ -107,7 +117,10 @@ def quantize_with_gate(
 
         def quantize(exclude: Sequence[str], out: Path) -> dict[str, Any]:
             if settings.target == "openvino":
-                return static_nncf.quantize_nncf(src, out, calibration, nodes_to_exclude=exclude)
+                return {
+                    **static_nncf.quantize_nncf(src, out, calibration, nodes_to_exclude=exclude),
+                    "batch_invariant": True,
+                }
             # the table is compressed below instead: 4 bits, or 8 when the fallback took its group
             skip = [*exclude, word] if word is not None and word not in exclude else list(exclude)
             if settings.mode == "dynamic":
@@ -125,6 +138,13 @@ def quantize_with_gate(
             recipe["fp32_nodes"] = [n for n in exclude if n != word]
             bits = 8 if word in exclude else 4
             recipe["word_embedding"] = (embedding.compress_word_embedding(out, word, bits) if word else None) or "fp32"
+            if settings.mode == "dynamic":
+                if settings.activation_ranges == "fixed":
+                    recipe.update(fixed_ranges.make_batch_invariant(out, calibration))
+                    recipe["activations"] = "uint8, ranges fixed from calibration text (batch-invariant)"
+                recipe["batch_invariant"] = settings.activation_ranges == "fixed"
+            else:
+                recipe["batch_invariant"] = True  # static scales
             return recipe
 
         def check(path: Path) -> dict[str, Any]:

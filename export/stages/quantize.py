@@ -52,6 +52,8 @@ def run(ctx: ExportContext) -> None:
 
     ctx.step(f"quantizing to INT8 ({settings.mode}, for {settings.target}) and checking the accuracy gate")
     tok = BundleTokenizer(ctx.path(TOKENIZER_FILE), ctx.max_length)
+    # embedding models see text as the runtime gives it to them: with their default prompt ("query: ")
+    prefix = loaded.embedding.default_prefix if loaded.embedding else ""
     label_ids = _label_ids(held_out.labels, loaded.labels) if held_out.labels is not None else None
     report = quantize_with_gate(
         graph,
@@ -59,8 +61,8 @@ def run(ctx: ExportContext) -> None:
         settings,
         loaded.task,
         int(config.num_hidden_layers),
-        list(calibration.batches(tok, cal.texts, ctx.inputs)),
-        list(calibration.batches(tok, held_out.texts, ctx.inputs)),
+        list(calibration.batches(tok, [prefix + t for t in cal.texts], ctx.inputs)),
+        list(calibration.batches(tok, [prefix + t for t in held_out.texts], ctx.inputs)),
         embedding_spec=loaded.embedding,
         score_function=loaded.score_function,
         labels=label_ids,
@@ -83,6 +85,7 @@ def run(ctx: ExportContext) -> None:
         precision="int8",
         format="onnx",
         quantization="dynamic" if settings.mode == "dynamic" else "static-qdq",
+        batch_invariant=bool(report["settings"].get("batch_invariant")),
     )
     if not opts.keep_fp32:
         ctx.path(MODEL_FILE).unlink()

@@ -35,7 +35,7 @@ def manifest(ctx: ExportContext) -> Manifest:
     assert loaded is not None
     if ctx.path(MODEL_FILE).exists():  # fp32, kept or the only model
         ctx.files += bundle_writer.model_entries(
-            ctx.stage_dir, MODEL_FILE, backend="onnxruntime", precision="fp32", format="onnx"
+            ctx.stage_dir, MODEL_FILE, backend="onnxruntime", precision="fp32", format="onnx", batch_invariant=True
         )
     ctx.settings.setdefault("quantize", None)
     ctx.settings.setdefault("keep_fp32", True)
