@@ -91,6 +91,7 @@ def main() -> None:
         variants = {
             "fp32": None,
             "int8-dynamic": QuantizeSettings(mode="dynamic", thresholds=gate),
+            "int8-dynamic-per-batch": QuantizeSettings(mode="dynamic", activation_ranges="per-batch", thresholds=gate),
             "int8-static": QuantizeSettings(mode="static", thresholds=gate),
             "int8-openvino": QuantizeSettings(mode="static", target="openvino", thresholds=gate),
         }

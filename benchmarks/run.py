@@ -29,6 +29,7 @@ import variants
 
 SHAPES = {"b1s16": (1, 16), "b1s128": (1, 128), "b32s128": (32, 128)}
 REPS = {"b1s16": 10, "b1s128": 5, "b32s128": 1}  # per round
+BATCHMATE_CHECK = 24  # sentences embedded alone and inside a batch of every benchmark sentence
 
 
 def feeds(batch: int, seq: int, vocab: int, seed: int = 0) -> variants.Feeds:
@@ -164,6 +165,18 @@ def bench_model(model: str, work: Path, names: list[str], rounds: int, threads: 
                 "mean": float(cos.mean()),
                 "min": float(cos.min()),
                 "texts": int(cos.size),
+            }
+        # batch invariance: a sentence alone against the same sentence inside one batch of all 96
+        alone = [text_feeds(model_dir, [s], batch=1)[0] for s in sentences[:BATCHMATE_CHECK]]
+        together = text_feeds(model_dir, sentences, batch=len(sentences))[0]
+        for n in names:
+            a = np.concatenate([pooled(runners[n](f), f["attention_mask"]) for f in alone])
+            b = pooled(runners[n](together), together["attention_mask"])[:BATCHMATE_CHECK]
+            result["variants"][n]["batch_invariance"] = {
+                "max_abs_diff": float(np.abs(a - b).max()),
+                "min_cosine": float((a * b).sum(1).min()),
+                "texts": BATCHMATE_CHECK,
+                "batch": len(sentences),
             }
     del runners
     for n in names:

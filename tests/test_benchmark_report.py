@@ -38,7 +38,14 @@ def test_ratios_against_best_peer():
                 "variants": {
                     "optimum-int8": _variant(8.0, 30.0, 1000.0),  # 32 seq/s
                     "openvino-int8": _variant(5.0, 20.0, 500.0),  # 64 seq/s: best peer everywhere
-                    "ours-int8-dynamic": _variant(4.0, 40.0, 250.0),  # 128 seq/s
+                    "ours-int8-dynamic": {
+                        **_variant(4.0, 40.0, 250.0),  # 128 seq/s
+                        "batch_invariance": {"max_abs_diff": 0.0},
+                    },
+                    "ours-int8-dynamic-per-batch": {
+                        **_variant(4.0, 40.0, 250.0),
+                        "batch_invariance": {"max_abs_diff": 0.0192},
+                    },
                 }
             }
         },
@@ -50,3 +57,4 @@ def test_ratios_against_best_peer():
     assert "[2.00x]" in row  # 128 / 64 seq/s
     assert "Best peer per shape: b1s16: openvino-int8, b1s128: openvino-int8, b32s128: openvino-int8" in md
     assert "test cpu" in md and "load average" in md
+    assert row.endswith("| 0.0e+00 |") and "| 1.9e-02 |" in md  # alone vs in a batch
