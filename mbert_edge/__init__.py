@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mbert_edge import backends
 from mbert_edge.bundle import Bundle
@@ -21,8 +22,11 @@ from mbert_edge.errors import (
     BundleFormatError,
     BundleIntegrityError,
     BundleNotFoundError,
+    BundleSignatureError,
     InvalidInputError,
     MbertEdgeError,
+    SigningError,
+    SigningUnavailableError,
     TextTooLongError,
     UnsupportedFormatVersionError,
     WrongTaskError,
@@ -30,6 +34,9 @@ from mbert_edge.errors import (
 from mbert_edge.manifest import FORMAT_VERSION, Manifest
 from mbert_edge.predictor import Predictor
 from mbert_edge.tokenizer import BundleTokenizer
+
+if TYPE_CHECKING:
+    from mbert_edge.signing import PublicKeys
 
 __version__ = "0.1.0"
 
@@ -42,6 +49,7 @@ def load(
     precision: str | None = None,
     truncation: bool = True,
     verify: bool = True,
+    public_key: PublicKeys | None = None,
 ) -> Predictor:
     """Open the bundle at ``path`` and return a ready :class:`Predictor`.
 
@@ -55,8 +63,22 @@ def load(
             a text raises :class:`TextTooLongError`.
         verify: check the SHA-256 of the files it loads (the chosen model file, its weights and the tokenizer)
             against the manifest (default); every listed file's presence and size is always checked.
+        public_key: require a valid ``manifest.sig`` by this Ed25519 public key (a key file path, PEM, raw
+            32 bytes or their base64 text; a list/tuple accepts any of several keys). It is checked first,
+            before any other file is read, and the files loaded are then hashed (needs ``verify=True``).
+            Raises :class:`BundleSignatureError` for an unsigned bundle, another key, or a changed
+            manifest or file; needs ``pip install 'mbert-edge[sign]'``. See ``docs/signing.md``.
     """
+    signature = None
+    if public_key is not None:
+        if not verify:
+            raise SigningError("public_key needs verify=True: the signature covers the files only through checksums")
+        from mbert_edge.signing import verify_signature
+
+        signature = verify_signature(path, public_key)  # manifest.json and manifest.sig only, before anything else
     bundle = Bundle.open(path, verify=False)  # schema, version, presence and sizes of every file
+    if signature is not None:
+        signature.check_manifest(bundle.manifest)  # the manifest parsed is the one whose signature was checked
     backend_cls, entry = backends.choose(backend, bundle.manifest.model_files(), precision)
     tokenizer_entry = bundle.manifest.tokenizer_file()
     if verify:  # hash what this predictor reads; `mbert-edge info` hashes every file
@@ -80,10 +102,13 @@ __all__ = [
     "BundleFormatError",
     "BundleIntegrityError",
     "BundleNotFoundError",
+    "BundleSignatureError",
     "InvalidInputError",
     "Manifest",
     "MbertEdgeError",
     "Predictor",
+    "SigningError",
+    "SigningUnavailableError",
     "TextTooLongError",
     "UnsupportedFormatVersionError",
     "WrongTaskError",

@@ -41,3 +41,17 @@ class InvalidInputError(MbertEdgeError, ValueError):
 
 class TextTooLongError(InvalidInputError):
     """A text is longer than the model's max sequence length and truncation was turned off."""
+
+
+class BundleSignatureError(BundleIntegrityError):
+    """A bundle was required to be signed and is not: no ``manifest.sig``, a malformed one, a signature by
+    another key, a manifest changed after signing, or a release older than the minimum accepted."""
+
+
+class SigningError(MbertEdgeError, ValueError):
+    """A key or a signing request cannot be used: an unreadable or non-Ed25519 key, a wrong or missing
+    passphrase, a key file that already exists, or options that cannot go together."""
+
+
+class SigningUnavailableError(MbertEdgeError, ImportError):
+    """Signing or verifying needs the optional ``cryptography`` package: ``pip install 'mbert-edge[sign]'``."""
