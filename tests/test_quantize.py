@@ -450,17 +450,25 @@ def test_fallback_on_embedding_group_takes_the_table_to_8_bits(tmp_path, bundles
 
 def test_gate_judges_the_worst_language_not_only_the_mean(dynamic_bundle):
     report = {"value": 0.925, "threshold": 0.8}
-    per_text = np.array([1.0] * 24 + [0.7] * 8 + [0.0] * 2)
+    per_text = np.array([0.99] * 24 + [0.7] * 8 + [0.0] * 2)  # cosines
     gate._judge_languages(report, per_text, ["en"] * 24 + ["de"] * 8 + ["sw"] * 2)
-    assert report["languages"]["de"] == {"value": 0.7, "texts": 8}
+    assert report["languages"]["de"] == {"value": 0.7, "texts": 8, "judged": True}
     assert report["languages"]["sw"]["texts"] == 2  # reported, too few texts to be judged
     assert report["worst_language"] == {"language": "de", "value": 0.7}
     assert report["value"] == 0.7 and report["overall_value"] == 0.925  # so the gate (0.8) fails
     # token agreement: hits and totals per text, pooled per language
     report = {"value": 0.5, "threshold": 0.5}
-    gate._judge_languages(report, np.array([[3, 4]] * 8 + [[1, 4]] * 8, dtype=float), ["a"] * 8 + ["b"] * 8)
+    tokens = np.array([[3, 4]] * 8 + [[1, 4]] * 8, dtype=float)
+    gate._judge_languages(report, tokens, ["a"] * 8 + ["b"] * 8, discrete=True)
     assert report["languages"]["a"]["value"] == 0.75 and report["worst_language"]["language"] == "b"
+    # an agreement over too few texts to resolve the threshold is reported, not judged: at 0.99, one flipped
+    # text of 8 (0.875) is noise; of 100 (0.99) it is what the threshold allows
+    report = {"value": 0.99, "threshold": 0.99}
+    flips = np.array([1.0] * 7 + [0.0] + [1.0] * 99 + [0.0], dtype=float)
+    gate._judge_languages(report, flips, ["few"] * 8 + ["many"] * 100, discrete=True)
+    assert not report["languages"]["few"]["judged"] and report["languages"]["many"]["judged"]
+    assert report["worst_language"] == {"language": "many", "value": 0.99}
     # the default export gates on held-out corpus text of every language, each judged
     g = Manifest.read(dynamic_bundle / "manifest.json").fidelity["int8"]["gate"]
-    assert len(g["languages"]) >= 30 and all(v["texts"] >= gate.MIN_TEXTS_PER_LANGUAGE for v in g["languages"].values())
+    assert len(g["languages"]) >= 30 and all(v["judged"] for v in g["languages"].values())
     assert g["value"] == min(g["overall_value"], g["worst_language"]["value"])

@@ -115,7 +115,7 @@ def evaluate(
         report.update(token_agreement=agree, tokens=total)
         report["metric"], report["value"], report["threshold"] = "token_agreement", agree, thresholds.min_agreement
     if langs is not None:
-        _judge_languages(report, per_text, langs)
+        _judge_languages(report, per_text, langs, discrete=task != FEATURE_EXTRACTION)
     report["passed"] = bool(report["value"] >= report["threshold"])
     return report
 
@@ -123,18 +123,30 @@ def evaluate(
 MIN_TEXTS_PER_LANGUAGE = 8
 
 
-def _judge_languages(report: dict[str, Any], per_text: np.ndarray, langs: Sequence[str]) -> None:
-    """Add per-language values; make the gate's value the worst of the overall and the judged languages'."""
+def _judge_languages(
+    report: dict[str, Any], per_text: np.ndarray, langs: Sequence[str], discrete: bool = False
+) -> None:
+    """Add per-language values; make the gate's value the worst of the overall and the judged languages'.
+
+    A language is judged when its sample can resolve the threshold: at least :data:`MIN_TEXTS_PER_LANGUAGE`
+    texts for a continuous metric (cosine); for an agreement (``discrete``) enough items that one
+    disagreement alone cannot fail it, i.e. ``1 / (1 - threshold)`` texts (classification) or tokens (token
+    classification) — with 8 texts per language and a threshold of 0.99 a single flipped text would read as
+    0.875 and fail the gate on noise. Every language is reported either way.
+    """
     if len(langs) != len(per_text):
         raise ValueError(f"{len(langs)} languages for {len(per_text)} texts")
+    threshold = float(report.get("threshold", 0.0))
+    needed = int(np.ceil(1.0 / max(1.0 - threshold, 1e-6))) if discrete else MIN_TEXTS_PER_LANGUAGE
     tags = np.asarray(langs)
     by_lang: dict[str, dict[str, Any]] = {}
     for lang in sorted(set(langs)):
         rows = per_text[tags == lang]
         value = float(rows[:, 0].sum() / max(rows[:, 1].sum(), 1)) if rows.ndim == 2 else float(rows.mean())
-        by_lang[lang] = {"value": round(value, 5), "texts": len(rows)}
+        items = int(rows[:, 1].sum()) if rows.ndim == 2 else len(rows)
+        by_lang[lang] = {"value": round(value, 5), "texts": len(rows), "judged": items >= max(needed, 1)}
     report["languages"] = by_lang
-    judged = {k: v["value"] for k, v in by_lang.items() if v["texts"] >= MIN_TEXTS_PER_LANGUAGE}
+    judged = {k: v["value"] for k, v in by_lang.items() if v["judged"]}
     if judged:
         worst = min(judged, key=lambda k: judged[k])
         report["worst_language"] = {"language": worst, "value": judged[worst]}
