@@ -11,11 +11,12 @@ languages it never saw (ar, hi, pt, it, ja, ko, tr, pl, vi, sw, ...), as XNLI me
     .venv/bin/python examples/train_topic_classifier.py --eval-only build/topic-teacher
     .venv/bin/python examples/train_topic_classifier.py --eval-only bundles/topic-int8   # an exported bundle
 
-Training: "query: " + text (e5's prefix), paragraphs cut into chunks of whole sentences of at most
-``--max-tokens`` tokens (each chunk keeps its paragraph's label), AdamW with warmup and linear decay (the new
-pooler and classifier at a 10x higher rate), the word-embedding matrix frozen (most of the model's parameters;
-it keeps the languages that are not trained aligned with those that are), seeded. Training stops at
-``--epochs`` or ``--time-budget`` minutes, whichever comes first; the learning rate decays to zero by then
+Training: the raw text (no "query: " prefix: a classifier bundle's predict() gets raw text), paragraphs cut
+into chunks of whole sentences of at most ``--max-tokens`` tokens (each chunk keeps its paragraph's label),
+AdamW with warmup and linear decay (the new pooler and classifier at a 10x higher rate), the word-embedding
+matrix frozen (most of the model's parameters; it keeps the languages that are not trained aligned with those
+that are), seeded. Training stops at ``--epochs`` or ``--time-budget`` minutes, whichever comes first; the
+learning rate decays to zero by then
 either way. A GPU is used when present.
 
 Output (``-o DIR``): a Hugging Face checkpoint (``config.json`` with ``id2label``, ``model.safetensors``,
