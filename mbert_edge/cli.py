@@ -110,6 +110,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     q.add_argument("--keep-fp32", action="store_true", help="also keep model.onnx (fp32) in the bundle")
     q.add_argument(
+        "--browser-variant",
+        action="store_true",
+        help="also write model.wo8.onnx: INT8 weights, fp32 activations, so that onnxruntime-web (WASM) gives the "
+        "same answers as this runtime (the INT8 file's quantized activations round differently there)",
+    )
+    q.add_argument(
         "--activation-ranges",
         choices=("fixed", "per-batch"),
         default="fixed",
@@ -137,6 +143,8 @@ def _parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="summarize a bundle and verify its checksums")
     i.add_argument("bundle", type=Path, metavar="BUNDLE")
     i.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
+    _add_signing(sub, r, i)
+
     return p
 
 
@@ -182,10 +190,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
             target=args.target,
             activation_ranges=args.activation_ranges,
             thresholds=Thresholds(args.min_agreement, args.min_cosine),
+            browser_variant=args.browser_variant,
         )
-    elif args.calibration or args.calibration_method or args.target != "onnxruntime":
+    elif args.calibration or args.calibration_method or args.target != "onnxruntime" or args.browser_variant:
         raise InvalidInputError(
-            "--calibration, --calibration-method and --target need --quantize static (or dynamic, for onnxruntime)"
+            "--calibration, --calibration-method, --target and --browser-variant need --quantize static (or "
+            "dynamic, for onnxruntime)"
         )
     start = time.perf_counter()
     path = export_bundle(
@@ -244,7 +254,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     import mbert_edge
 
     texts = _read_texts(args)
-    model = mbert_edge.load(args.bundle, backend=args.backend, threads=args.threads)
+    model = mbert_edge.load(args.bundle, backend=args.backend, threads=args.threads, public_key=args.public_key)
     if model.task == FEATURE_EXTRACTION:
         vectors = model.embed(texts, prefix=args.prefix, batch_size=args.batch_size)
         for text, vec in zip(texts, vectors, strict=True):
@@ -272,9 +282,7 @@ def _describe(result: Any) -> str:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from mbert_edge.bundle import Bundle
-
-    bundle = Bundle.open(args.bundle, verify=True)
+    bundle, signature_line = _open_for_info(args)  # with --public-key: the signature first, then every file hashed
     m = bundle.manifest
     if args.json:
         print(m.to_json(), end="")
@@ -322,6 +330,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
             shown = {k: v for k, v in report.items() if k not in ("languages",)}
             print(f"fidelity    {name}: {json.dumps(shown)}")
     print(f"checksums   OK ({len(m.files)} files verified)")
+    if signature_line:
+        print(f"signature   {signature_line}")
     return 0
 
 
@@ -349,6 +359,123 @@ def _print_trim(trim: dict[str, Any], fidelity: dict[str, Any]) -> None:
             print(f"  not kept  {lang}: {rate(entry)}")
 
 
+def _add_signing(
+    sub: argparse._SubParsersAction, predict: argparse.ArgumentParser, info: argparse.ArgumentParser
+) -> None:
+    """``keygen`` and ``sign``, and ``--public-key`` for ``predict`` and ``info`` (docs/signing.md)."""
+    for p in (predict, info):
+        p.add_argument(
+            "--public-key",
+            action="append",
+            metavar="PUB",
+            help="refuse the bundle unless its manifest.sig was made by this Ed25519 public key (a PEM file, or "
+            "base64 of the raw key); repeat to accept any of several keys. Needs mbert-edge[sign]",
+        )
+    info.add_argument(
+        "--min-release",
+        type=int,
+        metavar="N",
+        help="with --public-key: refuse a bundle whose signed release number is lower than N (downgrade)",
+    )
+    k = sub.add_parser(
+        "keygen",
+        help="create an Ed25519 key pair for signing bundles (needs mbert-edge[sign])",
+        description="Write a private key (PEM, PKCS#8, mode 0600) and its public key (PEM). Keep the private key "
+        "off devices (CI secret store, HSM); ship only the public key in the app. Never overwrites without --force.",
+    )
+    k.add_argument(
+        "-o", "--output-dir", type=Path, metavar="KEYDIR", help="write KEYDIR/private.pem and KEYDIR/public.pem"
+    )
+    k.add_argument("--private", type=Path, metavar="PATH", help="private key file (instead of KEYDIR/private.pem)")
+    k.add_argument("--public", type=Path, metavar="PATH", help="public key file (instead of KEYDIR/public.pem)")
+    k.add_argument(
+        "--passphrase-env", metavar="VAR", help="encrypt the private key with the passphrase in environment VAR"
+    )
+    k.add_argument("--force", action="store_true", help="replace existing key files (the old key is lost)")
+    s = sub.add_parser(
+        "sign",
+        help="sign a bundle with an Ed25519 private key (needs mbert-edge[sign])",
+        description="Verify every file of BUNDLE, then write BUNDLE/manifest.sig: a detached Ed25519 signature "
+        "of manifest.json (which pins every file's SHA-256). An existing manifest.sig is replaced.",
+    )
+    s.add_argument("bundle", type=Path, metavar="BUNDLE")
+    s.add_argument("--key", required=True, type=Path, metavar="PRIVATE_KEY", help="private key from `keygen`")
+    s.add_argument(
+        "--release",
+        type=int,
+        metavar="N",
+        help="release number the signature covers; devices can refuse a lower one (downgrade protection)",
+    )
+    s.add_argument("--passphrase-env", metavar="VAR", help="read the private key's passphrase from environment VAR")
+
+
+def _passphrase(args: argparse.Namespace) -> str | None:
+    import os
+
+    from mbert_edge.errors import SigningError
+
+    if not args.passphrase_env:
+        return None
+
+    value = os.environ.get(args.passphrase_env)
+    if not value:
+        raise SigningError(f"--passphrase-env {args.passphrase_env}: that environment variable is not set or empty")
+    return value
+
+
+def _cmd_keygen(args: argparse.Namespace) -> int:
+    from mbert_edge.signing import PRIVATE_KEY_NAME, PUBLIC_KEY_NAME, generate_keypair
+
+    if args.output_dir is None and (args.private is None or args.public is None):
+        print("error: give -o KEYDIR, or both --private PATH and --public PATH", file=sys.stderr)
+        return 2
+    if args.output_dir is not None:
+        args.output_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    private = args.private or args.output_dir / PRIVATE_KEY_NAME
+    public = args.public or args.output_dir / PUBLIC_KEY_NAME
+    pair = generate_keypair(private, public, passphrase=_passphrase(args), force=args.force)
+    print(f"private key {pair.private_path}  (mode 0600{', encrypted' if args.passphrase_env else ''}; keep it secret)")
+    print(f"public key  {pair.public_path}")
+    print(f"key id      {pair.key_id}")
+    print(f"public key, raw base64 (to embed in an app): {pair.public_key_base64}")
+    return 0
+
+
+def _cmd_sign(args: argparse.Namespace) -> int:
+    from mbert_edge.signing import read_signature, sign_bundle
+
+    path = sign_bundle(args.bundle, args.key, passphrase=_passphrase(args), release=args.release)
+    sig = read_signature(args.bundle)
+    print(
+        f"signed {args.bundle}: {path.name} by key {sig.short_key_id}…, release "
+        f"{sig.release if sig.release is not None else '(none)'}, at {sig.signed_at}"
+    )
+    return 0
+
+
+def _open_for_info(args: argparse.Namespace) -> tuple[Any, str | None]:
+    """The bundle, every file hashed, and the line on its signature (verified with --public-key)."""
+    from mbert_edge.bundle import Bundle
+    from mbert_edge.errors import BundleSignatureError
+    from mbert_edge.signing import SIGNATURE_NAME, open_signed, read_signature
+
+    if args.public_key:
+        bundle, sig = open_signed(args.bundle, args.public_key, min_release=args.min_release)
+        release = sig.release if sig.release is not None else "(none)"
+        return bundle, f"OK (ed25519, key {sig.short_key_id}…, release {release}, signed {sig.signed_at})"
+    if args.min_release is not None:
+        print("error: --min-release needs --public-key", file=sys.stderr)
+        raise SystemExit(2)
+    bundle = Bundle.open(args.bundle, verify=True)
+    if not (bundle.path / SIGNATURE_NAME).is_file():
+        return bundle, "none (unsigned)"
+    try:
+        sig = read_signature(bundle.path)
+    except BundleSignatureError:
+        return bundle, f"{SIGNATURE_NAME} present but malformed (not verified)"
+    return bundle, f"by key {sig.short_key_id}…, release {sig.release}: NOT verified (pass --public-key)"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mbert-edge`` command."""
     args = _parser().parse_args(argv)
@@ -363,6 +490,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in ("mbert_edge", "mbert_edge_export"):
         logging.getLogger(name).setLevel(level)
     commands = {"export": _cmd_export, "predict": _cmd_predict, "info": _cmd_info}
+    commands.update(keygen=_cmd_keygen, sign=_cmd_sign)
     try:
         return commands[args.command](args)
     except MbertEdgeError as exc:
