@@ -26,10 +26,42 @@ demo: $(BUNDLE)/manifest.json
 	$(PY) examples/crosslingual.py $(BUNDLE)
 
 test: $(STAMP)
+	@$(MAKE) --no-print-directory node-deps || echo "note: examples/node's npm dependencies are not installed: the Node parity tests will be skipped"
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+
+# JavaScript: the Node module (examples/node) and the browser page (examples/browser), each installed by `npm ci` from
+# its committed lockfile (Node.js >= 18; .ci/run installs Debian's nodejs when missing). onnxruntime-node's install
+# script would fetch CUDA libraries from nuget.org: its CPU build ships inside the npm package, so that is skipped.
+NPM_CI        := ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund --loglevel=error
+NODE_STAMP    := examples/node/node_modules/.installed
+BROWSER_STAMP := examples/browser/node_modules/.installed
+BUNDLE_INT8   := bundles/e5-small-int8
+
+.PHONY: node-deps browser-deps test-browser
+
+node-deps: $(NODE_STAMP)
+
+browser-deps: $(BROWSER_STAMP)
+
+examples/%/node_modules/.installed: examples/%/package.json examples/%/package-lock.json
+	@command -v npm >/dev/null || { echo "npm is not installed (Node.js >= 18 with npm; Debian: apt-get install nodejs npm)"; exit 1; }
+	$(NPM_CI) --prefix examples/$*
+	touch $@
+
+$(BUNDLE_INT8)/manifest.json: | $(STAMP)
+	$(VENV)/bin/mbert-edge export default -o $(BUNDLE_INT8) --quantize dynamic --browser-variant --force
+
+# The demo page in headless Chromium (Debian's chromium-headless-shell, which .ci/run installs) against the Python
+# runtime, on tiny bundles and the default INT8 bundle; saves docs/browser-demo.png (shown in the README).
+test-browser: $(STAMP)
+	@if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
+		echo "test-browser skipped: Node.js and npm are not installed (.ci/run installs Debian's nodejs)"; exit 0; fi; \
+	$(MAKE) --no-print-directory node-deps browser-deps $(BUNDLE_INT8)/manifest.json && \
+	MBERT_EDGE_TEST_BROWSER=1 MBERT_EDGE_BROWSER_BUNDLE=$(BUNDLE_INT8) MBERT_EDGE_BROWSER_SCREENSHOT=docs/browser-demo.png \
+		$(PY) -m pytest -q -rs tests/test_browser_page.py
 
 # The benchmark: peers (PyTorch, Optimum, OpenVINO + NNCF) live in their own venv, because Optimum pins
 # transformers < 4.58 while the export stage uses transformers 5. Our bundles are built by the main venv.
@@ -51,3 +83,4 @@ bench: $(STAMP) $(BENCH_STAMP)
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) bundles benchmarks/work .pytest_cache .ruff_cache
+	rm -rf examples/node/node_modules examples/browser/node_modules

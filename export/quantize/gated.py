@@ -48,6 +48,8 @@ class QuantizeSettings:
     activation_ranges: str = "fixed"
     thresholds: gate.Thresholds = field(default_factory=gate.Thresholds)
     max_fallback_groups: int | None = None  # at most this many node groups kept in fp32 (None: all but one)
+    #: also write the browser variant (quantize/weight_only.py: INT8 weights, fp32 activations), ONNX Runtime target
+    browser_variant: bool = False
 
 
 def check_settings(settings: QuantizeSettings) -> None:
@@ -62,6 +64,8 @@ def check_settings(settings: QuantizeSettings) -> None:
         raise ExportError("--activation-ranges per-batch applies to --quantize dynamic only")
     if settings.target not in TARGETS:
         raise ExportError(f"--target must be one of {', '.join(TARGETS)}, not {settings.target!r}")
+    if settings.browser_variant and settings.target != "onnxruntime":
+        raise ExportError("--browser-variant is made from the ONNX Runtime graph: drop --target openvino")
     if settings.target == "openvino":
         if settings.mode != "static":
             raise ExportError("--target openvino needs --quantize static (OpenVINO has no dynamic INT8 for ONNX)")

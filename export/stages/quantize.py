@@ -8,7 +8,7 @@ from dataclasses import asdict
 from mbert_edge.tokenizer import BundleTokenizer
 from mbert_edge_export import bundle_writer, optimize, parity
 from mbert_edge_export.errors import ExportError
-from mbert_edge_export.quantize import calibration
+from mbert_edge_export.quantize import calibration, gate, weight_only
 from mbert_edge_export.quantize.gated import check_settings, quantize_with_gate
 from mbert_edge_export.stages.context import INT8_FILE, MODEL_FILE, TOKENIZER_FILE, ExportContext
 from mbert_edge_export.stages.to_onnx import parity_check
@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 def steps(ctx: ExportContext) -> int:
     """Quantize and gate; plus fusing for ONNX Runtime."""
     q = ctx.options.quantize
-    return 0 if q is None else 1 + (q.target != "openvino")
+    return 0 if q is None else 1 + (q.target != "openvino") + q.browser_variant
 
 
 def enabled(ctx: ExportContext) -> bool:
@@ -55,6 +55,7 @@ def run(ctx: ExportContext) -> None:
     # embedding models see text as the runtime gives it to them: with their default prompt ("query: ")
     prefix = loaded.embedding.default_prefix if loaded.embedding else ""
     label_ids = _label_ids(held_out.labels, loaded.labels) if held_out.labels is not None else None
+    gate_batches = list(calibration.batches(tok, [prefix + t for t in held_out.texts], ctx.inputs))
     report = quantize_with_gate(
         graph,
         ctx.path(INT8_FILE),
@@ -62,7 +63,7 @@ def run(ctx: ExportContext) -> None:
         loaded.task,
         int(config.num_hidden_layers),
         list(calibration.batches(tok, [prefix + t for t in cal.texts], ctx.inputs)),
-        list(calibration.batches(tok, [prefix + t for t in held_out.texts], ctx.inputs)),
+        gate_batches,
         embedding_spec=loaded.embedding,
         score_function=loaded.score_function,
         labels=label_ids,
@@ -76,8 +77,6 @@ def run(ctx: ExportContext) -> None:
     report["thresholds"] = asdict(settings.thresholds)
     ctx.fidelity["int8"] = report
     log.info("INT8 fidelity: %s", {k: v for k, v in report["gate"].items() if k != "threshold"})
-    if not for_openvino:
-        graph.unlink()
     ctx.files += bundle_writer.model_entries(
         ctx.stage_dir,
         INT8_FILE,
@@ -87,6 +86,34 @@ def run(ctx: ExportContext) -> None:
         quantization="dynamic" if settings.mode == "dynamic" else "static-qdq",
         batch_invariant=bool(report["settings"].get("batch_invariant")),
     )
+    if settings.browser_variant:  # listed after the INT8 file: runtimes take it only when asked by name
+        ctx.step("writing the browser variant (INT8 weights, fp32 activations) and checking it like the INT8 model")
+        wo = weight_only.write_weight_only(graph, ctx.path(weight_only.FILE))
+        wo["gate"] = gate.evaluate(
+            gate.model_outputs(graph, gate_batches),
+            ctx.path(weight_only.FILE),
+            gate_batches,
+            loaded.task,
+            embedding_spec=loaded.embedding,
+            score_function=loaded.score_function,
+            labels=label_ids,
+            thresholds=settings.thresholds,
+            langs=held_out.langs,
+        )
+        if not wo["gate"]["passed"]:
+            raise ExportError(f"the browser variant fails the accuracy gate: {wo['gate']}")
+        ctx.fidelity["int8_weight_only"] = wo
+        ctx.files += bundle_writer.model_entries(
+            ctx.stage_dir,
+            weight_only.FILE,
+            backend="onnxruntime",
+            precision="int8",
+            format="onnx",
+            quantization="weight-only",
+            batch_invariant=True,
+        )
+    if not for_openvino:
+        graph.unlink()
     if not opts.keep_fp32:
         ctx.path(MODEL_FILE).unlink()
     ctx.settings.update({"quantize": asdict(settings), "keep_fp32": opts.keep_fp32})

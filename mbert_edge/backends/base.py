@@ -44,6 +44,8 @@ class Backend(abc.ABC):
     def pick_file(cls, files: list[FileEntry], precision: str | None = None) -> FileEntry | None:
         """The model file this backend would run: the given precision, or its most preferred one."""
         runnable = [f for f in files if f.backend == cls.file_backend and f.format == cls.file_format]
+        # the browser variant (INT8 weights, fp32 activations; slower here) only when no other file of its precision
+        runnable.sort(key=lambda f: f.quantization == "weight-only")
         wanted = (precision,) if precision else cls.precisions
         for p in wanted:
             for f in runnable:
