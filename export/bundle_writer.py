@@ -84,12 +84,12 @@ def model_entries(stage: Path, name: str, **model_fields: str | bool) -> list[Fi
     ]
 
 
-def commit(stage: Path, manifest: Manifest, output: Path, force: bool) -> Path:
-    """Write the manifest into ``stage`` and move the finished bundle to ``output``."""
-    manifest.write(stage / MANIFEST_NAME)
+def move_into_place(stage: Path, output: Path, force: bool) -> None:
+    """Rename the finished directory ``stage`` to ``output`` (an existing ``output`` is replaced only with
+    ``force``, and restored if the rename fails)."""
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(stage, 0o777 & ~umask)  # mkdtemp made it owner-only; a bundle is as readable as any new directory
+    os.chmod(stage, 0o777 & ~umask)  # mkdtemp made it owner-only; the result is as readable as any new directory
     check_output(output, force)
     old = None
     if output.exists():
@@ -103,5 +103,11 @@ def commit(stage: Path, manifest: Manifest, output: Path, force: bool) -> Path:
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def commit(stage: Path, manifest: Manifest, output: Path, force: bool) -> Path:
+    """Write the manifest into ``stage`` and move the finished bundle to ``output``."""
+    manifest.write(stage / MANIFEST_NAME)
+    move_into_place(stage, output, force)
     log.info("bundle written to %s", output)
     return output

@@ -19,3 +19,14 @@ class TokenizerMismatchError(ExportError):
 
 class ParityError(ExportError):
     """The ONNX model's outputs differ from PyTorch's by more than the tolerance."""
+
+
+class DistillError(ExportError):
+    """``mbert-edge distill`` could not make a student (bad settings, no data, or the retention gate failed).
+
+    When the retention gate fails, :attr:`distill_report` holds the evaluation report.
+    """
+
+    def __init__(self, message: str, distill_report: dict | None = None) -> None:
+        super().__init__(message)
+        self.distill_report = distill_report

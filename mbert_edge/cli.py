@@ -145,6 +145,73 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
     _add_signing(sub, r, i)
 
+    d = sub.add_parser(
+        "distill",
+        help="train a smaller student of a model (needs mbert-edge[export])",
+        description="Cut a student of --layers layers out of SOURCE (its layers copied), train it to imitate "
+        "SOURCE, judge it per language on held-out text, and write it as a checkpoint that `export` takes as "
+        "its source. An interrupted run resumes when the same command runs again (--restart discards it).",
+    )
+    d.add_argument(
+        "source", metavar="SOURCE", help="the teacher: 'default', a checkpoint directory, or a cached hub id"
+    )
+    d.add_argument("-o", "--output", required=True, type=Path, help="checkpoint directory to create")
+    d.add_argument("--layers", required=True, type=int, metavar="N", help="encoder layers the student keeps")
+    d.add_argument(
+        "--layer-map",
+        metavar="MAP",
+        help="which teacher layers: distilbert (default; spread, first and last kept), every-other, first, auto "
+        "(the best of those by untrained cosine), or indices like 0,2,4,7,9,11",
+    )
+    d.add_argument(
+        "--languages",
+        metavar="CODES",
+        help="ISO 639-1 codes: trim the vocabulary to them first, weight them up in "
+        "the training text, and gate on them (default: keep every language)",
+    )
+    d.add_argument(
+        "--data",
+        type=Path,
+        action="append",
+        metavar="FILE",
+        help="your training texts (.txt, .jsonl or .csv; "
+        "labels optional), repeatable; about 10%% are held out for evaluation",
+    )
+    d.add_argument("--no-corpus", action="store_true", help="train on --data only, without the dataset-build corpus")
+    d.add_argument(
+        "--preset",
+        choices=("default", "smoke"),
+        default="default",
+        help="recipe: default (fits 30 minutes on a 2-core CPU for e5-small) or smoke (seconds, for tests)",
+    )
+    d.add_argument("--steps", type=int, help="optimizer steps (default: one pass over the texts, within the budget)")
+    d.add_argument("--epochs", type=float, help="passes over the training texts when --steps is not given")
+    d.add_argument(
+        "--time-budget",
+        type=float,
+        metavar="MIN",
+        help="minutes from start to the end of training (default preset: "
+        "24; 0: no limit); evaluation and saving follow",
+    )
+    d.add_argument("--max-texts", type=int, help="training texts in all (default preset: 16000)")
+    d.add_argument("--batch-size", type=int)
+    d.add_argument("--lr", type=float, help="peak learning rate (AdamW, linear warmup and decay)")
+    d.add_argument("--max-length", type=int, help="tokens per training text (default preset: 128)")
+    d.add_argument("--seed", type=int, help="same seed and data, same student (default 0)")
+    d.add_argument("--train-embeddings", action="store_true", help="train the word-embedding table too")
+    d.add_argument("--hidden-loss", type=float, metavar="WEIGHT", help="add hidden-state MSE at the mapped layers")
+    d.add_argument("--temperature", type=float, help="softmax temperature for classifier heads (default 2)")
+    d.add_argument(
+        "--min-retention",
+        type=float,
+        help="fail (exit 1, nothing written) when the worst kept language retains "
+        "less than this (e.g. 0.95; embeddings: min of cosine and retrieval ratio, heads: agreement)",
+    )
+    d.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    d.add_argument("--device", help="cpu, cuda, ... (default: CUDA when available)")
+    d.add_argument("--force", action="store_true", help="replace an existing checkpoint at --output")
+    d.add_argument("--restart", action="store_true", help="discard an unfinished run at --output instead of resuming")
+    d.add_argument("--json", action="store_true", help="print the whole report as JSON")
     return p
 
 
@@ -476,6 +543,68 @@ def _open_for_info(args: argparse.Namespace) -> tuple[Any, str | None]:
     return bundle, f"by key {sig.short_key_id}…, release {sig.release}: NOT verified (pass --public-key)"
 
 
+def _cmd_distill(args: argparse.Namespace) -> int:
+    try:
+        from mbert_edge_export.distill import distill, format_report
+        from mbert_edge_export.errors import DistillError
+    except ImportError as exc:
+        raise MbertEdgeError(
+            f"distill needs the export stage's dependencies ({exc.name} is missing): pip install 'mbert-edge[export]'"
+        ) from exc
+    overrides: dict[str, Any] = {
+        "layer_map": args.layer_map,
+        "steps": args.steps,
+        "epochs": args.epochs,
+        "time_budget": args.time_budget,
+        "max_texts": args.max_texts,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "max_length": args.max_length,
+        "seed": args.seed,
+        "train_embeddings": True if args.train_embeddings else None,
+        "hidden_weight": args.hidden_loss,
+        "temperature": args.temperature,
+        "min_retention": args.min_retention,
+        "threads": args.threads,
+        "device": args.device,
+        "corpus": False if args.no_corpus else None,
+    }
+    start = time.perf_counter()
+    try:
+        report = distill(
+            args.source,
+            args.output,
+            args.layers,
+            languages=args.languages,
+            data_files=args.data or (),
+            preset=args.preset,
+            force=args.force,
+            restart=args.restart,
+            **overrides,
+        )
+    except DistillError as exc:
+        if exc.distill_report is None:
+            raise
+        print(
+            json.dumps(exc.distill_report, indent=2, ensure_ascii=False)
+            if args.json
+            else format_report(exc.distill_report)
+        )
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(report, indent=2, ensure_ascii=False))
+        return 0
+    print(format_report(report))
+    t, s = report["training"], report["student"]
+    print(
+        f"distilled {args.source} ({report['teacher']['layers']} layers) into {args.output}: {s['layers']} layers "
+        f"(teacher layers {s['layer_map']}), {t['steps']} steps ({t['stopped_by']}), "
+        f"{time.perf_counter() - start:.0f} s. Next: mbert-edge export {args.output} -o BUNDLE"
+    )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mbert-edge`` command."""
     args = _parser().parse_args(argv)
@@ -489,7 +618,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for name in ("mbert_edge", "mbert_edge_export"):
         logging.getLogger(name).setLevel(level)
-    commands = {"export": _cmd_export, "predict": _cmd_predict, "info": _cmd_info}
+    commands = {"export": _cmd_export, "predict": _cmd_predict, "info": _cmd_info, "distill": _cmd_distill}
     commands.update(keygen=_cmd_keygen, sign=_cmd_sign)
     try:
         return commands[args.command](args)

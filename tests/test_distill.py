@@ -1,0 +1,289 @@
+"""``mbert-edge distill`` on tiny models: layer maps, student shapes, training, resume, the gate, bad settings.
+
+Teachers are the tiny 2-layer checkpoints of conftest.py (and a 4-layer one built here); the recipe is the
+``smoke`` preset (a few dozen corpus texts, 20 steps). The reference for the student's layers is the teacher's
+own weights; for training, the untrained student cut from the same teacher.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from mbert_edge.manifest import FEATURE_EXTRACTION, TEXT_CLASSIFICATION, TOKEN_CLASSIFICATION  # noqa: E402
+from mbert_edge_export.distill import REPORT_FILE, distill, work_dir  # noqa: E402
+from mbert_edge_export.distill.layers import make_student, named_map, parse_layer_map  # noqa: E402
+from mbert_edge_export.errors import DistillError  # noqa: E402
+
+from .conftest import CLS_LABELS, corpus_lines  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def teacher4(tmp_path_factory, vocab_file) -> Path:
+    """A tiny 4-layer embedding teacher (so students of 1 to 3 layers are real cuts)."""
+    config = transformers.BertConfig(
+        vocab_size=sum(1 for _ in vocab_file.open(encoding="utf-8")),
+        hidden_size=32,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        initializer_range=0.3,
+    )
+    torch.manual_seed(1)
+    path = tmp_path_factory.mktemp("teacher4") / "feature-extraction"
+    transformers.BertModel(config).eval().save_pretrained(path, safe_serialization=True)
+    (path / "vocab.txt").write_text(vocab_file.read_text(encoding="utf-8"), encoding="utf-8")
+    (path / "tokenizer_config.json").write_text(
+        json.dumps({"do_lower_case": False, "model_max_length": 128, "tokenizer_class": "BertTokenizer"})
+    )
+    return path
+
+
+def _smoke(source: Path | str, out: Path, layers: int, **kw):
+    kw.setdefault("threads", 1)
+    return distill(str(source), out, layers, preset="smoke", **kw)
+
+
+def _weights(checkpoint: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(checkpoint / "model.safetensors"))
+
+
+# -- layer maps and student shapes -------------------------------------------------------------------------
+
+
+def test_named_layer_maps():
+    assert named_map("distilbert", 6, 12) == [0, 2, 4, 7, 9, 11]  # DistilBERT's own choice
+    assert named_map("every-other", 6, 12) == [0, 2, 4, 6, 8, 10]
+    assert named_map("first", 4, 12) == [0, 1, 2, 3]
+    assert named_map("distilbert", 4, 12) == [0, 4, 7, 11]
+    assert named_map("distilbert", 1, 12) == [11]
+    assert named_map("distilbert", 12, 12) == list(range(12))
+    assert parse_layer_map("0,3,7,11", 4, 12) == [0, 3, 7, 11]
+    assert parse_layer_map("auto", 4, 12) == "auto"
+    for bad in ("0,3,3,11", "3,1,5,7", "0,1,2", "0,1,2,12", "x,y,z,w"):
+        with pytest.raises(DistillError):
+            parse_layer_map(bad, 4, 12)
+
+
+def test_student_copies_the_mapped_layers(teacher4):
+    teacher = transformers.AutoModel.from_pretrained(teacher4).eval()
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    student = make_student(teacher, [0, 3])
+    assert student.config.num_hidden_layers == 2 and len(student.encoder.layer) == 2
+    t_sd, s_sd = teacher.state_dict(), student.state_dict()
+    for s_idx, t_idx in enumerate([0, 3]):
+        for name, value in s_sd.items():
+            if name.startswith(f"encoder.layer.{s_idx}."):
+                ref = t_sd[name.replace(f"encoder.layer.{s_idx}.", f"encoder.layer.{t_idx}.", 1)]
+                assert torch.equal(value, ref), name
+    assert torch.equal(s_sd["embeddings.word_embeddings.weight"], t_sd["embeddings.word_embeddings.weight"])
+    # the teacher is untouched, and a student that keeps every layer computes what the teacher computes
+    assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
+    assert len(teacher.encoder.layer) == 4
+    full = make_student(teacher, [0, 1, 2, 3])
+    x = torch.tensor([[2, 50, 60, 70, 3]])
+    assert torch.allclose(full(input_ids=x).last_hidden_state, teacher(input_ids=x).last_hidden_state, atol=1e-6)
+
+
+# -- bad settings fail before anything slow ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"layers": 5}, "has 4 layers"),
+        ({"layers": 0}, "between 1 and 4"),
+        ({"layers": 2, "languages": "en,xx"}, "xx"),
+        ({"layers": 2, "layer_map": "0,1,2"}, "lists 3 layers"),
+        ({"layers": 2, "corpus": False}, "no training text"),
+        ({"layers": 2, "max_length": 4096}, "--max-length"),
+        ({"layers": 2, "lr": -1.0}, "--lr"),
+        ({"layers": 2, "min_retention": 1.5}, "--min-retention"),
+    ],
+)
+def test_bad_settings_fail_before_loading(teacher4, tmp_path, monkeypatch, kwargs, message):
+    import mbert_edge_export.sources as sources
+
+    def _no_load(*a, **k):
+        raise AssertionError("the teacher was loaded before the settings were checked")
+
+    monkeypatch.setattr(sources, "load_source", _no_load)
+    layers = kwargs.pop("layers")
+    with pytest.raises(DistillError, match=message):
+        _smoke(teacher4, tmp_path / "out", layers, **kwargs)
+    assert not (tmp_path / "out").exists()
+
+
+def test_empty_and_missing_data_files_fail_early(teacher4, tmp_path, monkeypatch):
+    import mbert_edge_export.sources as sources
+
+    monkeypatch.setattr(sources, "load_source", lambda *a, **k: pytest.fail("loaded the teacher"))
+    with pytest.raises(DistillError, match="no such file"):
+        _smoke(teacher4, tmp_path / "out", 2, data_files=[tmp_path / "missing.txt"])
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n", encoding="utf-8")
+    with pytest.raises(DistillError, match=r"empty\.txt"):
+        _smoke(teacher4, tmp_path / "out", 2, data_files=[empty], corpus=False)
+
+
+def test_unknown_preset_and_setting(teacher4, tmp_path):
+    with pytest.raises(DistillError, match="preset"):
+        distill(str(teacher4), tmp_path / "o", 2, preset="huge")
+    with pytest.raises(DistillError, match="learning_rate"):
+        distill(str(teacher4), tmp_path / "o", 2, preset="smoke", learning_rate=1.0)
+
+
+# -- training ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def embedding_student(teacher4, tmp_path_factory):
+    out = tmp_path_factory.mktemp("students") / "s2"
+    losses: list[float] = []
+    report = _smoke(teacher4, out, 2, on_step=lambda step, loss: losses.append(loss))
+    return out, report, losses
+
+
+def test_student_learns_and_beats_the_untrained_cut(embedding_student):
+    _, report, losses = embedding_student
+    assert len(losses) == report["training"]["steps"] == 20
+    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    assert last < 0.8 * first, (first, last)
+    langs = report["evaluation"]["languages"]
+    for lang, entry in langs.items():
+        assert entry["student"]["cosine_mean"] > entry["untrained"]["cosine_mean"], lang
+    assert report["student"]["layers"] == 2 and report["student"]["layer_map"] == [0, 3]
+    assert report["student"]["parameters"] < report["teacher"]["parameters"]
+
+
+def test_student_is_an_ordinary_checkpoint_with_lineage(embedding_student, teacher4, tmp_path):
+    from mbert_edge_export.sources import load_source
+
+    out, report, _ = embedding_student
+    model = transformers.AutoModel.from_pretrained(out)
+    assert model.config.num_hidden_layers == 2
+    assert json.loads((out / REPORT_FILE).read_text())["student"]["layer_map"] == [0, 3]
+    assert not work_dir(out).exists()  # the resume folder is gone once the student is written
+    loaded = load_source(str(out))
+    lineage = loaded.provenance["lineage"]
+    assert lineage["teacher"]["weights_sha256"] == report["teacher"]["weights_sha256"]
+    assert lineage["distill"]["layer_map"] == [0, 3] and lineage["distill"]["recipe"]["preset"] == "smoke"
+    # export takes it as its source and the bundle records where it came from
+    from mbert_edge_export import export_bundle
+
+    bundle = export_bundle(str(out), tmp_path / "bundle")
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["source"]["lineage"]["distill"]["layer_map"] == [0, 3]
+    assert manifest["source"]["lineage"]["teacher"]["weights_sha256"] == report["teacher"]["weights_sha256"]
+
+
+def test_same_seed_same_student(embedding_student, teacher4, tmp_path):
+    out, _, _ = embedding_student
+    again = tmp_path / "again"
+    _smoke(teacher4, again, 2)
+    a, b = _weights(out), _weights(again)
+    assert sorted(a) == sorted(b) and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_reaches_the_uninterrupted_student(embedding_student, teacher4, tmp_path):
+    out, _, _ = embedding_student
+
+    class Interrupted(Exception):
+        pass
+
+    def stop_at_13(step: int, loss: float) -> None:
+        if step == 13:  # after the resume checkpoint of step 10
+            raise Interrupted
+
+    resumed = tmp_path / "resumed"
+    with pytest.raises(Interrupted):
+        _smoke(teacher4, resumed, 2, on_step=stop_at_13)
+    assert not resumed.exists() and work_dir(resumed).exists()
+    steps: list[int] = []
+    _smoke(teacher4, resumed, 2, on_step=lambda step, loss: steps.append(step))
+    assert steps[0] == 11 and steps[-1] == 20  # steps 11..20 only: 1-10 came from the checkpoint
+    a, b = _weights(out), _weights(resumed)
+    assert sorted(a) == sorted(b) and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_resume_with_other_settings_is_refused(teacher4, tmp_path):
+    class Interrupted(Exception):
+        pass
+
+    def stop(step: int, loss: float) -> None:
+        if step == 11:
+            raise Interrupted
+
+    out = tmp_path / "s"
+    with pytest.raises(Interrupted):
+        _smoke(teacher4, out, 2, on_step=stop)
+    with pytest.raises(DistillError, match="lr"):
+        _smoke(teacher4, out, 2, lr=5e-4)
+    _smoke(teacher4, out, 2, lr=5e-4, restart=True)  # --restart discards the unfinished run
+    assert out.is_dir()
+
+
+def test_retention_gate_fails_when_set_impossibly_high(teacher4, tmp_path):
+    out = tmp_path / "gated"
+    with pytest.raises(DistillError, match="retention gate failed") as info:
+        _smoke(teacher4, out, 1, min_retention=1.0, languages=None)
+    report = info.value.distill_report
+    assert report is not None and report["evaluation"]["gate"]["passed"] is False
+    assert not out.exists()  # nothing written; the trained student waits in the work directory
+    assert (work_dir(out) / REPORT_FILE).is_file()
+
+
+def test_classifier_student_uses_gold_labels(checkpoints, tmp_path):
+    data = tmp_path / "train.jsonl"
+    lines = [ln for _, ln in corpus_lines(("eng", "deu"), per_lang=40)]
+    data.write_text(
+        "".join(json.dumps({"text": t, "label": CLS_LABELS[i % 3]}) + "\n" for i, t in enumerate(lines)),
+        encoding="utf-8",
+    )
+    losses: list[float] = []
+    report = _smoke(
+        checkpoints[TEXT_CLASSIFICATION], tmp_path / "cls", 1, data_files=[data], on_step=lambda s, v: losses.append(v)
+    )
+    assert report["data"]["user_files"][0]["labelled"] is True and report["data"]["labelled_texts"] > 0
+    assert sum(losses[-5:]) < sum(losses[:5])
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "cls")
+    assert model.config.num_hidden_layers == 1 and model.config.id2label[0] == CLS_LABELS[0]
+    entry = next(iter(report["evaluation"]["languages"].values()))
+    assert "agreement" in entry["student"]
+
+
+def test_token_classifier_student(checkpoints, tmp_path):
+    report = _smoke(checkpoints[TOKEN_CLASSIFICATION], tmp_path / "ner", 1)
+    model = transformers.AutoModelForTokenClassification.from_pretrained(tmp_path / "ner")
+    assert model.config.num_hidden_layers == 1
+    assert report["training"]["steps"] == 20
+
+
+def test_bad_label_names_the_file(checkpoints, tmp_path):
+    data = tmp_path / "train.jsonl"
+    data.write_text(json.dumps({"text": "hello there", "label": "spam"}) + "\n", encoding="utf-8")
+    with pytest.raises(DistillError, match="spam"):
+        _smoke(checkpoints[TEXT_CLASSIFICATION], tmp_path / "o", 1, data_files=[data], corpus=False)
+
+
+def test_cli_distill_smoke(checkpoints, tmp_path, capsys):
+    from mbert_edge.cli import main
+
+    out = tmp_path / "cli-student"
+    rc = main([
+        "distill", str(checkpoints[FEATURE_EXTRACTION]), "-o", str(out), "--layers", "1", "--preset", "smoke",
+        "--threads", "1",
+    ])  # fmt: skip
+    assert rc == 0 and (out / "config.json").is_file()
+    assert "Next: mbert-edge export" in capsys.readouterr().out
+    rc = main(["distill", str(checkpoints[FEATURE_EXTRACTION]), "-o", str(tmp_path / "x"), "--layers", "3"])
+    assert rc != 0
+    assert "layers" in capsys.readouterr().err
