@@ -10,6 +10,7 @@ The runtime needs only numpy, onnxruntime and tokenizers; it never imports torch
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -68,7 +69,10 @@ def load(
             before any other file is read, and the files loaded are then hashed (needs ``verify=True``).
             Raises :class:`BundleSignatureError` for an unsigned bundle, another key, or a changed
             manifest or file; needs ``pip install 'mbert-edge[sign]'``. See ``docs/signing.md``.
+
+    Arguments of the wrong type or value raise :class:`InvalidInputError` before anything is read.
     """
+    _check_load_arguments(path, backend, threads, precision, truncation, verify)
     signature = None
     if public_key is not None:
         if not verify:
@@ -83,6 +87,7 @@ def load(
     tokenizer_entry = bundle.manifest.tokenizer_file()
     if verify:  # hash what this predictor reads; `mbert-edge info` hashes every file
         bundle.verify([*bundle.manifest.files_of(entry), tokenizer_entry])
+    bundle.check_model_references(entry)  # the graph reads no tensor data that the manifest does not pin
     # The backend's session is built on a second thread while this one parses the tokenizer, which holds the
     # GIL (a 250k-piece Unigram vocabulary takes ~0.6 s); ONNX Runtime does much of its setup without the GIL.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mbert-edge-load") as pool:
@@ -92,6 +97,25 @@ def load(
         )
         backend_obj = backend_future.result()
     return Predictor(bundle, backend_obj, entry, tokenizer)
+
+
+def _check_load_arguments(
+    path: object, backend: object, threads: object, precision: object, truncation: object, verify: object
+) -> None:
+    """Refuse arguments of the wrong type or value with :class:`InvalidInputError`, naming the argument."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise InvalidInputError(f"path must be a str or os.PathLike bundle directory, not {type(path).__name__}")
+    if not isinstance(backend, str):
+        raise InvalidInputError(f"backend must be a str such as 'auto' or 'onnxruntime', not {type(backend).__name__}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise InvalidInputError(
+            f"threads must be a positive int, or None for the runtime's default (the physical cores); got {threads!r}"
+        )
+    if precision is not None and not isinstance(precision, str):
+        raise InvalidInputError(f"precision must be a str such as 'fp32' or 'int8', or None; got {precision!r}")
+    for name, value in (("truncation", truncation), ("verify", verify)):
+        if not isinstance(value, bool):
+            raise InvalidInputError(f"{name} must be True or False, not {value!r}")
 
 
 __all__ = [

@@ -7,8 +7,9 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from mbert_edge.errors import BundleIntegrityError, BundleNotFoundError
+from mbert_edge.errors import BundleFormatError, BundleIntegrityError, BundleNotFoundError
 from mbert_edge.manifest import MANIFEST_NAME, FileEntry, Manifest
+from mbert_edge.onnx_refs import OnnxParseError, external_data_locations
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ class Bundle:
             raise BundleNotFoundError(
                 f"{root} has no {MANIFEST_NAME}, so it is not an mbert-edge bundle (or an incomplete one); re-export it"
             )
+        _check_inside(root, manifest_path, MANIFEST_NAME)
         bundle = cls(root, Manifest.read(manifest_path))
         for entry in bundle.manifest.files:
             bundle._check_file(entry, hash_it=verify)
@@ -66,8 +68,33 @@ class Bundle:
             self._check_file(entry, hash_it=True)
         return entries
 
+    def check_model_references(self, model: FileEntry) -> None:
+        """Refuse an ONNX model file that reads tensor data from any file but its manifest ``external_data``.
+
+        The checksums cover only the files the manifest lists; a graph naming another file (``../x``, an
+        absolute path, or an unlisted file beside it) would load bytes that nothing verified. Raises
+        :class:`~mbert_edge.errors.BundleFormatError`; nothing is loaded.
+        """
+        if model.format != "onnx":
+            return
+        try:
+            locations = external_data_locations(self.file_path(model))
+        except (OnnxParseError, OSError) as exc:
+            raise BundleFormatError(
+                f"model file {model.path} is not a readable ONNX file ({exc}); the bundle is damaged, re-export it"
+            ) from exc
+        allowed = {model.external_data} if model.external_data else set()
+        stray = sorted(locations - allowed)
+        if stray:
+            listed = f"only its weights file {model.external_data!r}" if allowed else "no external data"
+            raise BundleFormatError(
+                f"model file {model.path} reads tensor data from {', '.join(map(repr, stray))}, but the manifest "
+                f"allows {listed}: those bytes are not covered by any checksum; re-export the bundle"
+            )
+
     def _check_file(self, entry: FileEntry, hash_it: bool) -> None:
         p = self.file_path(entry)
+        _check_inside(self.path, p, entry.path)
         if not p.is_file():
             raise BundleIntegrityError(
                 f"bundle file {entry.path} is missing from {self.path}; the bundle is incomplete, re-export or "
@@ -87,3 +114,16 @@ class Bundle:
                     f"{entry.sha256[:12]}…): it was altered or damaged; re-export or copy the bundle again"
                 )
         log.debug("verified %s", entry.path)
+
+
+def _check_inside(root: Path, path: Path, name: str) -> None:
+    """Refuse a bundle file that is, or passes through, a symbolic link leading out of the bundle directory."""
+    try:
+        inside = path.resolve().is_relative_to(root.resolve())
+    except (OSError, RuntimeError, ValueError) as exc:  # a link loop, an unreadable directory, a NUL in the path
+        raise BundleIntegrityError(f"bundle file {name} cannot be resolved ({exc}); copy the bundle again") from exc
+    if not inside:
+        raise BundleIntegrityError(
+            f"bundle file {name} is a symbolic link leading out of the bundle directory {root} (to "
+            f"{path.resolve()}); a bundle must hold its own files: copy them in instead of linking"
+        )

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mbert_edge.batching import length_sorted_batches
+from mbert_edge.batching import bounded_chunks, length_sorted_batches
 
 
+@settings(deadline=None)  # no timings in tests: a loaded CI machine took 388 ms for an empty list
 @given(
     lengths=st.lists(st.integers(min_value=1, max_value=600), max_size=200),
     batch_size=st.integers(min_value=1, max_value=64),
@@ -41,3 +42,17 @@ def test_pad_to_multiple_of_rounds_up_within_max_length(bundles):
     assert (feeds["input_ids"][0, len(short.ids) :] == tok.pad_id).all()
     assert tok.pad([longer], multiple_of=64)["input_ids"].shape == (1, 40)  # never past max_length
     assert tok.pad([longer], multiple_of=16)["input_ids"].shape == (1, 32)
+
+
+@settings(deadline=None)
+@given(
+    sizes=st.lists(st.integers(min_value=0, max_value=5000), max_size=300),
+    max_items=st.integers(min_value=1, max_value=50),
+    max_total=st.integers(min_value=1, max_value=20_000),
+)
+def test_bounded_chunks_cover_in_order_within_limits(sizes, max_items, max_total):
+    runs = list(bounded_chunks(iter(sizes), max_items, max_total))  # any iterable: the predictor passes a generator
+    assert [i for a, b in runs for i in range(a, b)] == list(range(len(sizes)))
+    for a, b in runs:
+        assert 1 <= b - a <= max_items
+        assert b - a == 1 or sum(sizes[a:b]) <= max_total

@@ -186,3 +186,260 @@ def test_checksum_edit_in_manifest_is_caught(copy_bundle):
     _edit_manifest(b, lambda d: d["files"][0].update(sha256="0" * 64))
     with pytest.raises(BundleIntegrityError):
         mbert_edge.load(b)
+
+
+# ------------------------------------------------------------------ the tampering matrix
+
+FILE_KINDS = ("manifest.json", "model.onnx", "model.onnx.data", "tokenizer.json")
+
+
+@pytest.fixture
+def nothing_loaded(monkeypatch):
+    """Records every ONNX Runtime session and tokenizer that load() creates; a refused bundle creates none."""
+    from mbert_edge.backends.onnxruntime import OnnxRuntimeCPUBackend
+
+    created: list[str] = []
+    backend_init, tokenizer_cls = OnnxRuntimeCPUBackend.__init__, mbert_edge.BundleTokenizer
+
+    def backend(self, *args, **kwargs):
+        created.append("session")
+        backend_init(self, *args, **kwargs)
+
+    def tokenizer(*args, **kwargs):
+        created.append("tokenizer")
+        return tokenizer_cls(*args, **kwargs)
+
+    monkeypatch.setattr(OnnxRuntimeCPUBackend, "__init__", backend)
+    monkeypatch.setattr(mbert_edge, "BundleTokenizer", tokenizer)
+    return created
+
+
+def _refused(bundle, error, message, created, **kwargs):
+    with pytest.raises(error, match=message):
+        mbert_edge.load(bundle, **kwargs)
+    assert created == [], "a refused bundle must not get as far as a session or a tokenizer"
+
+
+def _flip(path):
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _rehash(bundle, name):
+    """Make the manifest agree with a changed file (as whoever can rewrite both could)."""
+    from mbert_edge.bundle import sha256_file
+
+    def change(d):
+        for f in d["files"]:
+            if f["path"] == name:
+                f.update(size=(bundle / name).stat().st_size, sha256=sha256_file(bundle / name))
+
+    _edit_manifest(bundle, change)
+
+
+@pytest.mark.parametrize("kind", FILE_KINDS)
+@pytest.mark.parametrize("damage", ["byte flip", "truncation", "deletion"])
+def test_every_file_kind_damaged(copy_bundle, nothing_loaded, kind, damage):
+    b = copy_bundle("token-classification")
+    path = b / kind
+    if damage == "byte flip":
+        _flip(path)
+    elif damage == "truncation":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    else:
+        path.unlink()
+    if kind == "manifest.json":
+        error, message = {
+            "byte flip": (BundleFormatError, "not UTF-8|not valid JSON"),
+            "truncation": (BundleFormatError, "not valid JSON"),
+            "deletion": (BundleNotFoundError, r"has no manifest\.json"),
+        }[damage]
+    else:
+        error, message = (
+            BundleIntegrityError,
+            {
+                "byte flip": f"{kind} fails its checksum",
+                "truncation": f"{kind} has .* bytes, the manifest says .*truncated",
+                "deletion": f"{kind} is missing",
+            }[damage],
+        )
+    _refused(b, error, message, nothing_loaded)
+    if damage != "byte flip" and kind != "manifest.json":
+        _refused(b, error, message, nothing_loaded, verify=False)  # sizes and presence are always checked
+
+
+@pytest.mark.parametrize("kind", FILE_KINDS)
+def test_an_extra_file_of_every_kind_is_ignored(copy_bundle, bundles, kind):
+    """Files the manifest does not list are never read (documented): an unlisted graph, weights, tokenizer or
+    manifest beside the real ones changes nothing, even garbage. Only listed files can change an answer, and
+    those are checked."""
+    b = copy_bundle("text-classification")
+    stem, _, suffix = kind.partition(".")
+    (b / f"{stem}.extra.{suffix}").write_bytes(b"\x00garbage" * 100)
+    (b / f"{stem} (copy).{suffix}").write_bytes((b / kind).read_bytes())
+    texts = ["Das Essen war großartig!", "東京は大きい"]
+    got = mbert_edge.load(b).predict(texts, top_k=None)
+    want = mbert_edge.load(bundles["text-classification"]).predict(texts, top_k=None)
+    assert got == want
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d.update(format_version="1"), "format_version"),
+        (lambda d: d.update(format_version=True), "format_version"),
+        (lambda d: d.update(format_version=0), "not a valid version"),
+        (lambda d: d.update(labels={"0": "O", "1": 5}), "labels"),
+        (lambda d: d.update(labels=["O", "B-PER"]), "'labels' must be a dict"),
+        (lambda d: d.update(labels={"zero": "O"}), "schema"),
+        (lambda d: d.update(score_function=1), "score_function"),
+        (lambda d: d.update(source=[1, 2]), "'source' must be a dict"),
+        (lambda d: d.update(fidelity="passed"), "'fidelity' must be a dict"),
+        (lambda d: d.update(inputs="input_ids"), "'inputs' must be a list"),
+        (lambda d: d.update(outputs=[]), "'outputs' must be a non-empty list"),
+        (lambda d: d.update(files={"model.onnx": {}}), "'files' must be a list"),
+        (lambda d: d["files"].append("tokenizer.json"), "must be an object"),
+        (lambda d: d["files"][0].update(size=-1), "negative size"),
+        (lambda d: d["files"][0].update(size=True), "'size' must be a int"),
+        (lambda d: d["files"][0].update(size="123"), "'size' must be a int"),
+        (lambda d: d["files"][0].update(sha256=None), "'sha256' must be a str"),
+        (lambda d: d["files"][0].update(precision=32), "'precision' must be a str"),
+        (lambda d: d["files"][0].update(external_data=["model.onnx.data"]), "'external_data' must be a str"),
+        (lambda d: d["files"][0].update(batch_invariant="yes"), "batch_invariant"),
+        (lambda d: d["files"][0].update(path="/etc/passwd"), "escapes"),
+        (lambda d: d["files"][0].update(path="sub/../../model.onnx"), "escapes"),
+        (lambda d: d["files"][0].update(path=7), "'path' must be a str"),
+    ],
+)
+def test_manifest_wrong_types_refused(copy_bundle, nothing_loaded, change, message):
+    b = copy_bundle("token-classification")
+    _edit_manifest(b, change)
+    _refused(b, BundleFormatError, message, nothing_loaded)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d["embedding"].update(normalize="false"), "'normalize' must be a bool"),
+        (lambda d: d["embedding"].update(dim="32"), "'dim' must be a int"),
+        (lambda d: d["embedding"].update(dim=0), "dim 0 must be positive"),
+        (lambda d: d["embedding"].update(pooling=["mean"]), "'pooling' must be a str"),
+        (lambda d: d["embedding"].update(default_prefix=1), "'default_prefix' must be a str"),
+        (lambda d: d["embedding"].update(prefixes={"query": 1}), "prefixes"),
+        (lambda d: d.update(embedding="mean"), "'embedding' must be a dict"),
+    ],
+)
+def test_embedding_spec_wrong_types_refused(copy_bundle, nothing_loaded, change, message):
+    """A wrong type is refused, never coerced: "normalize": "false" used to mean True."""
+    b = copy_bundle("feature-extraction")
+    _edit_manifest(b, change)
+    _refused(b, BundleFormatError, message, nothing_loaded)
+
+
+def test_manifest_byte_edits_and_binary(copy_bundle, nothing_loaded):
+    b = copy_bundle("text-classification")
+    (b / "manifest.json").write_bytes(b"\xff\xfe{\x00")
+    _refused(b, BundleFormatError, "not UTF-8", nothing_loaded)
+    (b / "manifest.json").write_text("")
+    _refused(b, BundleFormatError, "not valid JSON", nothing_loaded)
+    (b / "manifest.json").write_text("null")
+    _refused(b, BundleFormatError, "JSON object", nothing_loaded)
+    (b / "manifest.json").write_text('{"format_version": 1e400}')
+    _refused(b, BundleFormatError, "format_version", nothing_loaded)
+
+
+def test_unknown_keys_are_ignored_as_the_compatibility_promise_says(copy_bundle, bundles):
+    """docs/bundle-format.md: new optional keys may appear within a version and are ignored by older readers (a
+    change an older reader would misread bumps format_version, which is refused)."""
+    b = copy_bundle("text-classification")
+
+    def change(d):
+        d["future_key"] = {"anything": [1, 2]}
+        d["files"][0]["future_file_key"] = "x"
+
+    _edit_manifest(b, change)
+    texts = ["Das Essen war großartig!", "The food was awful."]
+    assert mbert_edge.load(b).predict(texts, top_k=None) == mbert_edge.load(bundles["text-classification"]).predict(
+        texts, top_k=None
+    )
+
+
+def test_newer_format_version_loads_nothing(copy_bundle, nothing_loaded):
+    b = copy_bundle("feature-extraction")
+    _edit_manifest(b, lambda d: d.update(format_version=FORMAT_VERSION + 1, task="something-new"))
+    _refused(b, UnsupportedFormatVersionError, "upgrade", nothing_loaded)
+
+
+@pytest.mark.parametrize("kind", FILE_KINDS)
+def test_symlink_leaving_the_bundle_is_refused(copy_bundle, tmp_path, nothing_loaded, kind):
+    """Same bytes, same checksum, but outside the bundle: refused (a bundle holds its own files)."""
+    b = copy_bundle("text-classification")
+    outside = tmp_path / "elsewhere" / kind
+    outside.parent.mkdir()
+    (b / kind).rename(outside)
+    (b / kind).symlink_to(outside)
+    if kind == "manifest.json":
+        _refused(b, BundleIntegrityError, r"manifest\.json is a symbolic link leading out", nothing_loaded)
+    else:
+        _refused(b, BundleIntegrityError, f"{kind} is a symbolic link leading out", nothing_loaded, verify=False)
+
+
+def test_symlinked_directory_leaving_the_bundle_is_refused(copy_bundle, tmp_path, nothing_loaded):
+    b = copy_bundle("text-classification")
+    outside = tmp_path / "outside-dir"
+    outside.mkdir()
+    (b / "tokenizer.json").rename(outside / "tokenizer.json")
+    (b / "sub").symlink_to(outside, target_is_directory=True)
+    _edit_manifest(b, lambda d: [f.update(path="sub/tokenizer.json") for f in d["files"] if f["role"] == "tokenizer"])
+    _refused(b, BundleIntegrityError, "symbolic link leading out", nothing_loaded)
+
+
+def test_symlink_inside_the_bundle_and_a_linked_bundle_directory_load(copy_bundle, tmp_path):
+    """Links that stay inside are fine, and so is a link to the whole bundle (e.g. ``current -> v3`` for updates)."""
+    b = copy_bundle("text-classification")
+    (b / "real").mkdir()
+    (b / "tokenizer.json").rename(b / "real" / "tokenizer.json")
+    (b / "tokenizer.json").symlink_to(b / "real" / "tokenizer.json")
+    current = tmp_path / "current"
+    current.symlink_to(b, target_is_directory=True)
+    assert mbert_edge.load(current).predict("Hallo")["label"]
+
+
+@pytest.mark.parametrize("location", ["../outside.data", "/tmp/mbert-edge-absolute.data", "unlisted.data"])
+def test_graph_reading_tensor_data_the_manifest_does_not_pin(copy_bundle, tmp_path, nothing_loaded, location):
+    """An ONNX graph (checksum made to match) naming external data outside the bundle, absolute, or an unlisted
+    file inside it: refused before ONNX Runtime opens anything, since no checksum covers those bytes."""
+    import onnx
+
+    b = copy_bundle("feature-extraction")
+    model = onnx.load(str(b / "model.onnx"), load_external_data=False)
+    for tensor in model.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = location
+    onnx.save_model(model, str(b / "model.onnx"))
+    if location == "unlisted.data":
+        (b / "model.onnx.data").rename(b / location)
+        (b / "model.onnx.data").write_bytes((b / location).read_bytes())  # the listed file stays, unused
+    _rehash(b, "model.onnx")
+    _refused(b, BundleFormatError, f"reads tensor data from '{location}'", nothing_loaded)
+
+
+def test_self_contained_graph_must_not_name_external_data(copy_bundle, nothing_loaded):
+    b = copy_bundle("feature-extraction")
+
+    def drop_weights(d):
+        d["files"] = [f for f in d["files"] if f["role"] != "weights"]
+        for f in d["files"]:
+            f.pop("external_data", None)
+
+    _edit_manifest(b, drop_weights)
+    _refused(b, BundleFormatError, "allows no external data", nothing_loaded)
+
+
+def test_graph_that_is_not_onnx_is_refused(copy_bundle, nothing_loaded):
+    b = copy_bundle("feature-extraction")
+    (b / "model.onnx").write_bytes(b"\x0a\xff\xff\xff\xff\x0f not protobuf")
+    _rehash(b, "model.onnx")
+    _refused(b, BundleFormatError, "not a readable ONNX file", nothing_loaded)
