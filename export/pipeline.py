@@ -1,10 +1,11 @@
 """The export pipeline: an ordered list of stages, each adding files and a section of the fidelity report.
 
-    load_source -> trim_vocabulary -> to_onnx -> quantize -> write_bundle
+    load_source -> trim_vocabulary -> to_onnx -> tensorrt -> quantize -> write_bundle
 
 * ``load_source``: the checkpoint, the embedded default, or a student from ``mbert-edge distill``.
 * ``trim_vocabulary`` (``--languages``): fewer vocabulary rows, identical tokenization on kept languages.
 * ``to_onnx``: ``model.onnx`` + ``tokenizer.json``, checked against PyTorch.
+* ``tensorrt`` (``--target tensorrt``): fp16 and/or int8 Q/DQ files for TensorRT from the plain export, gated.
 * ``quantize`` (``--quantize``): fused graph, INT8 model, accuracy gate.
 * ``write_bundle``: ``manifest.json`` (checksums, settings of every stage, fidelity), moved into place.
 
@@ -18,12 +19,13 @@ from pathlib import Path
 
 from mbert_edge_export import bundle_writer, onnx_export, parity
 from mbert_edge_export.quantize.gated import QuantizeSettings
-from mbert_edge_export.stages import load_source, quantize, to_onnx, trim_vocabulary, write_bundle
+from mbert_edge_export.stages import load_source, quantize, tensorrt, to_onnx, trim_vocabulary, write_bundle
 from mbert_edge_export.stages.context import INT8_FILE, MODEL_FILE, TOKENIZER_FILE, ExportContext, ExportOptions
+from mbert_edge_export.tensorrt import TensorRTSettings
 
 log = logging.getLogger(__name__)
 
-STAGES = (load_source, trim_vocabulary, to_onnx, quantize, write_bundle)
+STAGES = (load_source, trim_vocabulary, to_onnx, tensorrt, quantize, write_bundle)
 
 
 def _steps(stage, ctx: ExportContext) -> int:
@@ -66,6 +68,7 @@ def export_bundle(
     vocab_corpus: tuple[str | Path, ...] = (),
     vocab_coverage: float | None = None,
     max_vocab: int | None = None,
+    tensorrt: TensorRTSettings | None = None,
 ) -> Path:
     """Export ``source`` (``"default"``, a checkpoint directory, or a cached hub id) into a bundle at ``output``.
 
@@ -73,9 +76,11 @@ def export_bundle(
     :mod:`mbert_edge_export.trim`). With ``quantize`` the bundle holds ``model.int8.onnx`` (and ``model.onnx``
     too with ``keep_fp32``): for ONNX Runtime (``quantize.target``, the default) the graph is fused by ONNX
     Runtime's transformer optimizer and quantized by ONNX Runtime's quantizer; for OpenVINO the plain graph is
-    quantized by NNCF. Either way the INT8 model is checked by the accuracy gate, run by the backend it is made
-    for, on held-out text (from ``calibration_file`` or the multilingual sample; labels in the file make the
-    gate report accuracy too). Returns the bundle path. Raises an
+    quantized by NNCF. With ``tensorrt`` the bundle also holds TensorRT-ready files (fp16 and/or int8 Q/DQ,
+    made from the plain graph, gated on ONNX Runtime CPU as a stand-in; see :mod:`mbert_edge_export.tensorrt`).
+    Either way the INT8 model is checked by the accuracy gate, run by the backend it is made for, on held-out
+    text (from ``calibration_file`` or the multilingual sample; labels in the file make the gate report
+    accuracy too). Returns the bundle path. Raises an
     :class:`~mbert_edge_export.errors.ExportError` subclass on failure, leaving ``output`` untouched.
     """
     if isinstance(languages, str):
@@ -98,8 +103,18 @@ def export_bundle(
         calibration_size=calibration_size,
         eval_size=eval_size,
         keep_fp32=keep_fp32,
+        tensorrt=tensorrt,
     )
     return run(options)
 
 
-__all__ = ["INT8_FILE", "MODEL_FILE", "STAGES", "TOKENIZER_FILE", "ExportOptions", "export_bundle", "run"]
+__all__ = [
+    "INT8_FILE",
+    "MODEL_FILE",
+    "STAGES",
+    "TOKENIZER_FILE",
+    "ExportOptions",
+    "TensorRTSettings",
+    "export_bundle",
+    "run",
+]

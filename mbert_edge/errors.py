@@ -36,7 +36,9 @@ class WrongTaskError(MbertEdgeError):
 
 
 class InvalidInputError(MbertEdgeError, ValueError):
-    """The texts passed in are not a str or a list of non-empty str."""
+    """The texts passed in are not a str or a list of valid str (empty, blank, a lone surrogate, nothing the
+    tokenizer keeps), or an argument (``top_k``, ``batch_size``, ``prefix``, ``threads``, ...) has a wrong type
+    or value. The message names the item (``texts[i]``) or the argument."""
 
 
 class TextTooLongError(InvalidInputError):
@@ -55,3 +57,13 @@ class SigningError(MbertEdgeError, ValueError):
 
 class SigningUnavailableError(MbertEdgeError, ImportError):
     """Signing or verifying needs the optional ``cryptography`` package: ``pip install 'mbert-edge[sign]'``."""
+
+
+class ShapeOutOfProfileError(InvalidInputError):
+    """A batch's shape (texts x tokens) lies outside every optimization profile of a TensorRT engine: the
+    engine was built for smaller batches or shorter texts. The message gives the shape and the profiles; build
+    an engine with larger limits (``mbert-edge build-engine --max-batch/--max-length``) or pass smaller batches."""
+
+
+class EngineBuildError(BackendUnavailableError):
+    """TensorRT could not build (or load) an engine from the bundle's TensorRT file on this device."""

@@ -28,6 +28,20 @@ SCORE_FUNCTIONS = ("softmax", "sigmoid")
 
 
 @dataclass(frozen=True)
+class ShapeProfile:
+    """One optimization profile of a TensorRT file: the (batch, sequence) shape every input takes at least
+    (``min``), typically (``opt``: what TensorRT tunes its kernels for) and at most (``max``)."""
+
+    min: tuple[int, int]
+    opt: tuple[int, int]
+    max: tuple[int, int]
+
+    def admits(self, batch: int, sequence: int) -> bool:
+        """Whether a batch x sequence input lies inside this profile."""
+        return self.min[0] <= batch <= self.max[0] and self.min[1] <= sequence <= self.max[1]
+
+
+@dataclass(frozen=True)
 class FileEntry:
     """One file of the bundle with its checksum; model files also say how they are run."""
 
@@ -44,6 +58,10 @@ class FileEntry:
     #: padding width (fp32, static INT8, dynamic INT8 with fixed activation ranges); False for dynamic INT8
     #: with per-batch ranges; None when unknown (bundles written before this field)
     batch_invariant: bool | None = None
+    #: TensorRT files (backend "tensorrt"): the optimization profiles its engines are built with
+    profiles: tuple[ShapeProfile, ...] | None = None
+    #: TensorRT files: the oldest TensorRT version that builds it as intended, e.g. "8.6"
+    min_tensorrt: str | None = None
 
 
 @dataclass(frozen=True)
@@ -138,20 +156,27 @@ class Manifest:
             labels = None
             if d.get("labels") is not None:
                 raw = _typed(d, "labels", dict)
-                labels = {int(k): str(v) for k, v in raw.items()}
-            score_function = d.get("score_function")
+                if not all(isinstance(v, str) for v in raw.values()):
+                    raise BundleFormatError("manifest key 'labels' must map label ids to str names")
+                labels = {int(k): v for k, v in raw.items()}
+            score_function = _optional(d, "score_function", str)
             if score_function is not None and score_function not in SCORE_FUNCTIONS:
                 raise BundleFormatError(f"unknown score_function {score_function!r}")
             embedding = None
             if d.get("embedding") is not None:
                 e = _typed(d, "embedding", dict)
+                prefixes = _optional(e, "prefixes", dict) or {}
+                if not all(isinstance(v, str) for v in prefixes.values()):
+                    raise BundleFormatError("manifest key 'prefixes' must map names to str prompts")
                 embedding = EmbeddingSpec(
-                    dim=int(e["dim"]),
-                    pooling=str(e.get("pooling", "mean")),
-                    normalize=bool(e.get("normalize", True)),
-                    default_prefix=str(e.get("default_prefix", "")),
-                    prefixes={str(k): str(v) for k, v in dict(e.get("prefixes", {})).items()},
+                    dim=_typed(e, "dim", int),
+                    pooling=_optional(e, "pooling", str, "mean"),
+                    normalize=_optional(e, "normalize", bool, True),
+                    default_prefix=_optional(e, "default_prefix", str, ""),
+                    prefixes=dict(prefixes),
                 )
+                if embedding.dim < 1:
+                    raise BundleFormatError(f"embedding dim {embedding.dim} must be positive")
                 if embedding.pooling not in POOLINGS:
                     raise BundleFormatError(f"unknown pooling {embedding.pooling!r}; expected mean or cls")
         except (TypeError, ValueError, AttributeError, KeyError) as exc:
@@ -180,9 +205,9 @@ class Manifest:
             labels=labels,
             score_function=score_function,
             embedding=embedding,
-            source=dict(d.get("source") or {}),
-            export=dict(d.get("export") or {}),
-            fidelity=dict(d.get("fidelity") or {}),
+            source=_optional(d, "source", dict) or {},
+            export=_optional(d, "export", dict) or {},
+            fidelity=_optional(d, "fidelity", dict) or {},
             format_version=version,
         )
 
@@ -228,18 +253,55 @@ def _file_entry(x: Any) -> FileEntry:
     path = _typed(x, "path", str)
     if Path(path).is_absolute() or ".." in Path(path).parts:
         raise BundleFormatError(f"file path {path!r} escapes the bundle directory")
+    size = _typed(x, "size", int)
+    if size < 0:
+        raise BundleFormatError(f"file {path!r} has a negative size {size}")
     return FileEntry(
         path=path,
         role=_typed(x, "role", str),
-        size=_typed(x, "size", int),
+        size=size,
         sha256=_typed(x, "sha256", str),
-        backend=x.get("backend"),
-        precision=x.get("precision"),
-        format=x.get("format"),
-        quantization=x.get("quantization"),
-        external_data=x.get("external_data"),
+        backend=_optional(x, "backend", str),
+        precision=_optional(x, "precision", str),
+        format=_optional(x, "format", str),
+        quantization=_optional(x, "quantization", str),
+        external_data=_optional(x, "external_data", str),
         batch_invariant=_optional_bool(x, "batch_invariant"),
+        profiles=_profiles(x.get("profiles")),
+        min_tensorrt=None if x.get("min_tensorrt") is None else str(x["min_tensorrt"]),
     )
+
+
+def _profiles(value: Any) -> tuple[ShapeProfile, ...] | None:
+    """Parse a file entry's ``profiles``: a list of ``{"min": [b, s], "opt": [b, s], "max": [b, s]}``."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value:
+        raise BundleFormatError("manifest key 'profiles' must be a non-empty list of {min, opt, max} objects")
+    out = []
+    for p in value:
+        try:
+            shapes = {k: tuple(int(v) for v in p[k]) for k in ("min", "opt", "max")}
+        except (TypeError, KeyError, ValueError) as exc:
+            raise BundleFormatError(
+                f"bad optimization profile {p!r}: needs min, opt and max as [batch, sequence]"
+            ) from exc
+        if any(len(s) != 2 or min(s) < 1 for s in shapes.values()) or not all(
+            shapes["min"][i] <= shapes["opt"][i] <= shapes["max"][i] for i in range(2)
+        ):
+            raise BundleFormatError(f"bad optimization profile {p!r}: needs 1 <= min <= opt <= max, two dimensions")
+        out.append(ShapeProfile(min=shapes["min"], opt=shapes["opt"], max=shapes["max"]))  # type: ignore[arg-type]
+    return tuple(out)
+
+
+def _optional(d: dict[str, Any], key: str, typ: type, default: Any = None) -> Any:
+    """``d[key]`` when present and not null, which must then be a ``typ`` (bool is no int); else ``default``."""
+    value = d.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
+        raise BundleFormatError(f"manifest key {key!r} must be a {typ.__name__} or absent, not {value!r}")
+    return value
 
 
 def _optional_bool(d: dict[str, Any], key: str) -> bool | None:

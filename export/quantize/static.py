@@ -64,19 +64,12 @@ def quantize_static(
     gate's fallback passes calibrate once instead of once per pass.
     """
     import onnx
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType
+    from onnxruntime.quantization import QuantFormat, QuantType
     from onnxruntime.quantization import quantize_static as ort_quantize_static
 
     if method not in METHODS:
         raise ValueError(f"calibration method must be one of {METHODS}, not {method!r}")
-    calibrate = {
-        "minmax": CalibrationMethod.MinMax,
-        "entropy": CalibrationMethod.Entropy,
-        "percentile": CalibrationMethod.Percentile,
-    }[method]
-    if method != "minmax":  # histogram calibrators stack batches: they need one sequence length
-        batches = _same_width(batches)
-    reader = type("Reader", (_Reader, CalibrationDataReader), {})(batches)
+    calibrate, reader = calibration_reader(batches, method)
     extra = {"DefaultTensorType": onnx.TensorProto.FLOAT, "MatMulConstBOnly": True}
     if method == "percentile":
         extra["CalibPercentile"] = 99.999
@@ -150,3 +143,18 @@ def _same_width(batches: Sequence[dict[str, np.ndarray]]) -> list[dict[str, np.n
     """Pad every batch (with id 0 and attention mask 0) to the widest batch's sequence length."""
     width = max(b["input_ids"].shape[1] for b in batches)
     return [{k: np.pad(v, ((0, 0), (0, width - v.shape[1]))) for k, v in b.items()} for b in batches]
+
+
+def calibration_reader(batches: Sequence[dict[str, np.ndarray]], method: str) -> tuple[Any, Any]:
+    """ONNX Runtime's calibration method named ``method`` and a data reader over ``batches`` (made one width for
+    the histogram methods, which stack batches)."""
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod
+
+    calibrate = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }[method]
+    if method != "minmax":  # histogram calibrators stack batches: they need one sequence length
+        batches = _same_width(batches)
+    return calibrate, type("Reader", (_Reader, CalibrationDataReader), {})(batches)

@@ -12,6 +12,7 @@ from mbert_edge_export import onnx_export, parity
 from mbert_edge_export.quantize.calibration import TextSet
 from mbert_edge_export.quantize.gated import QuantizeSettings
 from mbert_edge_export.sources.base import LoadedSource
+from mbert_edge_export.tensorrt import TensorRTSettings
 
 log = logging.getLogger("mbert_edge_export.pipeline")
 
@@ -43,6 +44,13 @@ class ExportOptions:
     calibration_size: int = 128
     eval_size: int = 128
     keep_fp32: bool = False
+    # TensorRT-ready files (stage tensorrt, --target tensorrt)
+    tensorrt: TensorRTSettings | None = None
+
+    @property
+    def needs_text(self) -> bool:
+        """Whether a stage calibrates or gates on text (INT8, or the TensorRT files' accuracy gate)."""
+        return self.quantize is not None or self.tensorrt is not None
 
 
 @dataclass
@@ -54,8 +62,8 @@ class ExportContext:
     total_steps: int
     loaded: LoadedSource | None = None
     max_length: int = 0
-    calibration: TextSet | None = None  # INT8: calibration text
-    held_out: TextSet | None = None  # INT8: the accuracy gate's text, never calibrated on
+    calibration: TextSet | None = None  # INT8 and TensorRT: calibration text
+    held_out: TextSet | None = None  # INT8 and TensorRT: the accuracy gate's text, never calibrated on
     inputs: list[str] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
     files: list[FileEntry] = field(default_factory=list)  # model files, in the runtime's order of preference

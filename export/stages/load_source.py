@@ -26,7 +26,7 @@ def run(ctx: ExportContext) -> None:
             raise ExportError(f"--max-length must be between 2 and the model's limit {limit}, not {opts.max_length}")
         limit = opts.max_length
     ctx.max_length = limit
-    if opts.quantize is not None:
+    if opts.needs_text:
         if opts.calibration_file:
             texts = calibration.read_text_file(opts.calibration_file)
             ctx.calibration, ctx.held_out = calibration.split(texts, opts.calibration_size, opts.eval_size)
