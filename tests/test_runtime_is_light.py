@@ -1,4 +1,4 @@
-"""The runtime never imports torch, transformers or optimum (checked in a fresh interpreter)."""
+"""The runtime never imports torch, transformers, optimum or batch scoring (checked in a fresh interpreter)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,18 @@ import json
 import subprocess
 import sys
 
-HEAVY = ("torch", "transformers", "optimum", "onnx", "openvino", "mbert_edge_export")
+# mbert_edge.batch (offline scoring) and its pyarrow/ray are imported only by `mbert-edge score` and batch users
+HEAVY = (
+    "torch",
+    "transformers",
+    "optimum",
+    "onnx",
+    "openvino",
+    "mbert_edge_export",
+    "mbert_edge.batch",
+    "pyarrow",
+    "ray",
+)
 
 
 def test_load_and_predict_without_heavy_imports(bundles):
