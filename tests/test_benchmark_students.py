@@ -1,0 +1,229 @@
+"""The teacher-vs-students benchmark (benchmarks/students.py): its pure parts, and one quick run on tiny bundles.
+
+No timing is asserted: only that every measurement is made, lands in the report, and that the arithmetic
+around it (ratios, targets, margins, exact-length texts) is right.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def _students():
+    name = "bench_students"
+    if name in sys.modules:
+        return sys.modules[name]
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "students.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+S = _students()
+
+TEXTS = {
+    "en": [
+        "The bakery on the corner opens at seven in the morning and closes when the bread is sold out, which "
+        "on Saturdays happens before noon because half of the town queues for the rye loaves."
+    ],
+    "de": [
+        "Die Bäckerei an der Ecke öffnet um sieben Uhr morgens und schließt, wenn das Brot ausverkauft ist; "
+        "samstags ist das schon vor Mittag der Fall, weil die halbe Stadt für das Roggenbrot ansteht."
+    ],
+    "ru": [
+        "Пекарня на углу открывается в семь утра и закрывается, когда хлеб распродан, а по субботам это "
+        "случается ещё до полудня, потому что полгорода стоит в очереди за ржаным хлебом."
+    ],
+}
+
+
+def _tokenizer(bundle: Path):
+    from tokenizers import Tokenizer
+
+    return S.raw_tokenizer(Tokenizer.from_file(str(bundle / "tokenizer.json")))
+
+
+def test_cut_to_tokens_gives_exact_lengths(bundles):
+    tok = _tokenizer(bundles["feature-extraction"])
+    for texts in TEXTS.values():
+        for n in (12, 16, 40):
+            for prefix in ("", "query: "):
+                cut = S.cut_to_tokens(texts[0], n, (tok, prefix))
+                assert cut is not None and texts[0].startswith(cut)
+                assert S.token_count(tok, cut, prefix) == n
+    assert S.cut_to_tokens("short text", 64, (tok, "")) is None  # too short: never padded or repeated
+    by_lang = S.exact_length_texts(TEXTS, 16, 1, [(tok, "query: ")])
+    assert set(by_lang) == set(TEXTS) and all(S.token_count(tok, t[0], "query: ") == 16 for t in by_lang.values())
+    # every tokenizer must agree: a second one that sees the prefix differently makes it impossible
+    assert S.exact_length_texts(TEXTS, 16, 1, [(tok, ""), (tok, "query: ")]) == {}
+
+
+def test_interleave_takes_languages_in_turn():
+    assert S.interleave({"a": ["a1", "a2"], "b": ["b1"], "c": ["c1", "c2"]}, 4) == ["a1", "b1", "c1", "a2"]
+
+
+def test_summary_and_speed_ratios():
+    times = {
+        "int8": {"b1s16": [0.010] * 5, "b1s128": [0.040] * 5, "b32s128": [1.0, 1.0, 1.0]},
+        "student": {"b1s16": [0.005, 0.005, 0.005, 0.005, 0.050], "b1s128": [0.010] * 5, "b32s128": [0.25] * 3},
+    }
+    lat = S.summarize(times)
+    assert lat["student"]["b1s16"]["median_ms"] == pytest.approx(5.0)
+    assert lat["student"]["b1s16"]["p90_ms"] > 5.0  # the slow call shows in p90, not in the median
+    assert lat["int8"]["b32s128"]["texts_per_s"] == pytest.approx(32.0)
+    ratios = S.speed_ratios(lat, "int8")
+    assert ratios["student"] == {"b1s16": 2.0, "b1s128": 4.0, "b32s128": 4.0}  # base time / entry time
+    assert ratios["int8"] == {"b1s16": 1.0, "b1s128": 1.0, "b32s128": 1.0}
+    assert S.speed_ratios(lat, "pytorch") == {}  # no such entry: no ratios
+
+
+def test_targets_met_and_missed_with_margins():
+    facts = {
+        "speed_vs_int8.b1s128": 2.0,
+        "speed_vs_int8.b1s16": 1.5,
+        "speed_vs_pytorch.b1s128": 9.0,
+        "speed_vs_pytorch.b1s16": 8.0,
+        "size_mb": 33.0,
+        "cold_start_s": 0.15,
+        "peak_rss_mb": None,
+        "worst_kept_retention": 0.96,
+        "worst_kept_language": "hi",
+    }
+    checks = {c["key"]: c for c in S.check_targets(facts)}
+    assert checks["speed_vs_int8.b1s128"]["met"] and checks["speed_vs_int8.b1s128"]["margin"] == pytest.approx(0.2)
+    assert not checks["speed_vs_int8.b1s16"]["met"] and checks["speed_vs_int8.b1s16"]["margin"] == pytest.approx(-0.3)
+    assert checks["speed_vs_pytorch.b1s16"]["met"]  # exactly on the target counts as met
+    assert not checks["size_mb"]["met"] and checks["size_mb"]["margin"] == pytest.approx(-3.0)
+    assert checks["size_mb"]["margin_rel"] == pytest.approx(-0.1)
+    assert checks["cold_start_s"]["met"] and checks["cold_start_s"]["margin"] == pytest.approx(0.05)
+    assert checks["peak_rss_mb"]["met"] is None
+    assert not checks["worst_kept_retention"]["met"]
+    lines = [S.format_target(c, facts) for c in S.check_targets(facts)]
+    assert lines[4] == "MISSED: bundle size with its tokenizer 33 MB (target <= 30 MB; missed by 3 MB, 10.0%)"
+    assert lines[5].startswith("met: cold start") and "margin 0.05 s" in lines[5]
+    assert lines[6].startswith("not measured: peak RSS")
+    assert "(hi) 0.96" in lines[7] and lines[7].startswith("MISSED")
+
+
+def test_parse_bundles():
+    assert S.parse_bundles(["a=x/y", "b=z"]) == {"a": Path("x/y"), "b": Path("z")}
+    for bad in (["a"], ["=x"], ["a=x", "a=y"], ["pytorch=x"]):
+        with pytest.raises(ValueError):
+            S.parse_bundles(bad)
+
+
+def test_quick_run_on_tiny_encoders(bundles, checkpoints, tmp_path):
+    """One --quick-style pass of every measurement: a tiny fp32 bundle against its checkpoint in PyTorch."""
+    from mbert_edge.manifest import Manifest
+
+    spec = Manifest.read(bundles["feature-extraction"] / "manifest.json").embedding
+    runners = {
+        "tiny-fp32": S.BundleRunner(bundles["feature-extraction"], 1),
+        S.PYTORCH: S.TorchRunner(checkpoints["feature-extraction"], 1, S.FEATURE_EXTRACTION, spec),
+    }
+    settings = S.Settings(
+        rounds=1, reps=(("b1s16", 1), ("b1s128", 1), ("b32s128", 1)), per_language=3, parallel_limit=6, cold_repeats=1
+    )
+    result = S.measure(
+        runners,
+        kept=["en", "de", "ru"],
+        others=["ja"],
+        reference=S.PYTORCH,
+        int8_baseline="tiny-fp32",
+        threads=1,
+        settings=settings,
+        progress=lambda _: None,
+    )
+    assert runners == {}  # released before the cold starts
+    for name in ("tiny-fp32", S.PYTORCH):
+        e = result["entries"][name]
+        assert set(e["latency"]) == {"b1s16", "b1s128", "b32s128"}
+        assert e["latency"]["b1s16"]["n"] == 1
+        assert e["speed_vs_int8"]["b1s16"] > 0 and e["speed_vs_pytorch"]["b1s128"] > 0
+        assert e["size"]["size_mb"] > e["size"]["tokenizer_mb"] > 0
+        assert "error" not in e["cold_start"], e["cold_start"].get("error")
+        assert e["cold_start"]["peak_rss_mb"] > 10 and e["cold_start"]["cold_start_s"] > 0
+    assert result["entries"]["tiny-fp32"]["speed_vs_int8"]["b1s16"] == 1.0
+    # the timed texts: exactly 16 / 128 tokens for both tokenizers (the same vocabulary here)
+    tok = _tokenizer(bundles["feature-extraction"])
+    texts = result["timing"]["texts"]
+    assert all(S.token_count(tok, b[0], spec.default_prefix) == 16 for b in texts["b1s16"])
+    assert len(texts["b32s128"][0]) == 32
+    assert all(S.token_count(tok, t, spec.default_prefix) == 128 for t in texts["b32s128"][0])
+    # quality: the bundle runs the checkpoint's own weights, so it matches the PyTorch reference
+    q = result["quality"]
+    assert q["languages"]["ja"]["kept"] is False and q["languages"]["de"]["kept"] is True
+    de = q["languages"]["de"]["entries"]
+    assert de[S.PYTORCH]["cosine_mean"] == pytest.approx(1.0, abs=1e-5)
+    assert de["tiny-fp32"]["cosine_mean"] > 0.999
+    assert de[S.PYTORCH]["retention"] == pytest.approx(1.0)
+    assert q["languages"]["en"]["entries"][S.PYTORCH]["retrieval"] is not None  # English: en -> x over kept x
+    worst = q["summary"]["tiny-fp32"]["retention"]["worst_kept"]
+    assert worst["lang"] in ("en", "de", "ru")
+    result.update(
+        title="tiny",
+        command="students.py --quick",
+        quick=True,
+        machine=S.machine(),
+        versions=S.versions(),
+        threads=1,
+        started="now",
+        load_before=(0.0, 0.0, 0.0),
+        load_after=(0.0, 0.0, 0.0),
+    )
+    facts = S.entry_facts(result, "tiny-fp32")
+    assert facts["speed_vs_int8.b1s16"] == 1.0 and facts["worst_kept_language"] == worst["lang"]
+    result["targets"] = {"entry": "tiny-fp32", "facts": facts, "checks": S.check_targets(facts)}
+    md = S.markdown(result)
+    assert "| tiny-fp32 |" in md and "| pytorch (reference) |" in md and "ja (not kept)" in md
+    assert "MISSED: speed vs teacher INT8 at b1 x s16 1x" in md  # 1.0x against itself: below 1.8x
+    json.dumps(result)  # the whole result is JSON
+
+
+def test_cli_quick_on_tiny_classifier(bundles, tmp_path, monkeypatch):
+    """The command line end to end (--quick): a classifier bundle as its own reference, topic quality."""
+    monkeypatch.setattr(S, "Settings", _tiny_settings(S.Settings))
+    out = tmp_path / "students-tiny"
+    S.main(
+        [
+            "--bundle",
+            f"cls-fp32={bundles['text-classification']}",
+            "--threads",
+            "1",
+            "--languages",
+            "en,de",
+            "--other-languages",
+            "ja",
+            "--target",
+            "cls-fp32",
+            "--quick",
+            "--out",
+            str(out),
+        ]
+    )
+    result = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
+    md = out.with_suffix(".md").read_text(encoding="utf-8")
+    assert result["reference"] == "cls-fp32" and result["quick"] is True
+    assert result["quality"]["task"] == "text-classification"
+    rows = result["quality"]["languages"]
+    assert rows["de"]["entries"]["cls-fp32"]["agreement"] == 1.0  # the reference agrees with itself
+    assert rows["ja"]["kept"] is False
+    assert {c["key"] for c in result["targets"]["checks"]} == {t.key for t in S.TARGETS}
+    assert "Topic accuracy per language" in md and "Quick run" in md and "## Targets for cls-fp32" in md
+    assert result["versions"]["python"] and result["machine"]["cores"]
+
+
+def _tiny_settings(cls):
+    class Tiny(cls):
+        @classmethod
+        def quick(cls):
+            return cls(rounds=1, reps=(("b1s16", 1), ("b1s128", 1), ("b32s128", 1)), per_language=2, cold_repeats=1)
+
+    return Tiny
