@@ -84,3 +84,60 @@ bench: $(STAMP) $(BENCH_STAMP)
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) bundles benchmarks/work .pytest_cache .ruff_cache
 	rm -rf examples/node/node_modules examples/browser/node_modules
+
+# Batch scoring's Ray engine (tests/test_batch_ray.py) on a local Ray instance (ray.init(num_cpus=2)); the ray extra
+# is installed into .venv the first time.
+RAY_STAMP := $(VENV)/.installed-ray
+
+.PHONY: test-ray
+
+$(RAY_STAMP): $(STAMP)
+	$(PIP) -e ".[ray]"
+	touch $(RAY_STAMP)
+
+test-ray: $(RAY_STAMP)
+	MBERT_EDGE_TEST_RAY=1 $(PY) -m pytest -q -m ray tests/test_batch_ray.py
+
+# Install as users do: `python -m build` makes the sdist and, from it, the wheel; each is installed into a fresh venv
+# under build/wheel-check/ and checked by tests/install/check_install.py. The wheel with the runtime only: tiny
+# bundles of every task (built by .venv) predict as in the checkout, the export stage is refused naming its extra.
+# The sdist with [export]: a tiny model exported with --quantize dynamic, then predicted. Versions come from
+# constraints.txt, packages from pip's cache after the first run; nothing needs the network beyond PyPI.
+WHEEL_CHECK   := build/wheel-check
+CHECK_INSTALL := tests/install/check_install.py
+FRESH_PIP     := -m pip install -q --disable-pip-version-check
+EXPECTED      := $(WHEEL_CHECK)/bundles/expected.json
+
+.PHONY: wheel-dist test-wheel test-floors
+
+$(WHEEL_CHECK)/tools/.installed:
+	rm -rf $(WHEEL_CHECK)/tools && $(PYTHON) -m venv $(WHEEL_CHECK)/tools
+	$(WHEEL_CHECK)/tools/bin/python $(FRESH_PIP) -c constraints.txt build "setuptools>=69" wheel
+	touch $@
+
+# rebuilt when the script, the runtime or the export stage changes (expected.json holds the checkout's results)
+$(EXPECTED): $(CHECK_INSTALL) $(wildcard mbert_edge/*.py mbert_edge/*/*.py export/*.py export/*/*.py) | $(STAMP)
+	$(PY) $(CHECK_INSTALL) bundles $(WHEEL_CHECK)/bundles
+
+wheel-dist: $(WHEEL_CHECK)/tools/.installed
+	rm -rf $(WHEEL_CHECK)/dist
+	$(WHEEL_CHECK)/tools/bin/python -m build --no-isolation -o $(WHEEL_CHECK)/dist . >$(WHEEL_CHECK)/build.log 2>&1 \
+		|| { cat $(WHEEL_CHECK)/build.log; exit 1; }
+	@ls $(WHEEL_CHECK)/dist
+
+test-wheel: wheel-dist $(EXPECTED)
+	rm -rf $(WHEEL_CHECK)/runtime $(WHEEL_CHECK)/export $(WHEEL_CHECK)/export-work
+	$(PYTHON) -m venv $(WHEEL_CHECK)/runtime
+	$(WHEEL_CHECK)/runtime/bin/python $(FRESH_PIP) -c constraints.txt $(WHEEL_CHECK)/dist/*.whl
+	$(WHEEL_CHECK)/runtime/bin/python $(CHECK_INSTALL) runtime $(WHEEL_CHECK)/bundles --source .
+	$(PYTHON) -m venv $(WHEEL_CHECK)/export
+	$(WHEEL_CHECK)/export/bin/python $(FRESH_PIP) -c constraints.txt "$$(echo $(WHEEL_CHECK)/dist/*.tar.gz)[export]"
+	$(WHEEL_CHECK)/export/bin/python $(CHECK_INSTALL) export $(WHEEL_CHECK)/export-work --source .
+
+# The runtime's declared minimum versions: the wheel in a fresh venv with numpy, onnxruntime and tokenizers at exactly
+# the floors pyproject.toml declares (tests/install/floors.txt pins them and the rest of that install; the check
+# fails unless each is at its floor), then the runtime checks of test-wheel.
+test-floors: wheel-dist $(EXPECTED)
+	rm -rf $(WHEEL_CHECK)/floors && $(PYTHON) -m venv $(WHEEL_CHECK)/floors
+	$(WHEEL_CHECK)/floors/bin/python $(FRESH_PIP) -c tests/install/floors.txt $(WHEEL_CHECK)/dist/*.whl
+	$(WHEEL_CHECK)/floors/bin/python $(CHECK_INSTALL) runtime $(WHEEL_CHECK)/bundles --source . --at-floors --tol 1e-5

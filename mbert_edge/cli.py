@@ -1,4 +1,4 @@
-"""The ``mbert-edge`` command: export, predict, info.
+"""The ``mbert-edge`` command: export, predict, info, score.
 
 ``export`` imports the heavy export stage only when it runs, so ``predict`` and ``info`` stay light.
 Exit codes: 0 success, 1 a reported error (bad bundle, bad input, failed export), 2 usage errors.
@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from mbert_edge import __version__
 from mbert_edge.errors import InvalidInputError, MbertEdgeError
 from mbert_edge.manifest import FEATURE_EXTRACTION, TASKS
 
@@ -28,6 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     p.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     e = sub.add_parser(
@@ -86,16 +88,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     q.add_argument(
         "--target",
-        choices=("onnxruntime", "openvino"),
+        choices=("onnxruntime", "openvino", "tensorrt"),
         default="onnxruntime",
         help="runtime the INT8 model is made for: onnxruntime (default; fused graph, ONNX Runtime's quantizer) "
         "or openvino (with --quantize static: NNCF's recipe, run with backend='openvino'; needs "
-        "mbert-edge[export-openvino])",
+        "mbert-edge[export-openvino]); tensorrt: also write TensorRT-ready files (see --precision; "
+        "--quantize, if given, then makes its INT8 file for onnxruntime)",
     )
     q.add_argument(
         "--calibration-method",
         choices=("minmax", "entropy", "percentile"),
-        help="static INT8 for onnxruntime: how activation ranges are set (default minmax)",
+        help="static INT8 for onnxruntime, and the int8 file of --target tensorrt: how activation ranges are set "
+        "(default minmax)",
     )
     q.add_argument("--calibration-size", type=int, default=128, help="texts used to calibrate (default 128)")
     q.add_argument("--eval-size", type=int, default=128, help="held-out texts for the gate (default 128)")
@@ -122,6 +126,16 @@ def _parser() -> argparse.ArgumentParser:
         help="dynamic INT8: activation ranges fixed from calibration text (default; a text's result does not "
         "depend on its batch) or measured per batch at run time (ONNX Runtime's own dynamic INT8)",
     )
+    g = e.add_argument_group("TensorRT (--target tensorrt; no GPU needed to export)")
+    g.add_argument(
+        "--precision",
+        metavar="fp16|int8",
+        help="TensorRT files to write: fp16, int8 (explicit symmetric Q/DQ) or fp16,int8 (default fp16); each "
+        "is checked by the accuracy gate on ONNX Runtime CPU",
+    )
+    g.add_argument("--max-batch", type=int, default=32, help="largest batch the engines accept (default 32)")
+    g.add_argument("--opt-batch", type=int, default=1, help="batch the engines are tuned for (default 1)")
+    g.add_argument("--opt-length", type=int, default=128, help="sequence length they are tuned for (default 128)")
 
     r = sub.add_parser(
         "predict",
@@ -136,7 +150,11 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true", help="print one JSON object per text")
     r.add_argument("--top-k", type=int, default=1, help="labels per text for classifiers (0: all)")
     r.add_argument("--prefix", help="embedding prefix (default: the model's; '' for none)")
-    r.add_argument("--backend", default="auto", help="auto (default), onnxruntime/cpu, openvino")
+    r.add_argument(
+        "--backend",
+        default="auto",
+        help="auto (default), onnxruntime/cpu, openvino, tensorrt, onnxruntime-cuda, onnxruntime-tensorrt",
+    )
     r.add_argument("--threads", type=int, help="CPU threads (default: the runtime's choice)")
     r.add_argument("--batch-size", type=int, default=32)
 
@@ -144,6 +162,9 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("bundle", type=Path, metavar="BUNDLE")
     i.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
     _add_signing(sub, r, i)
+    from mbert_edge.batch.cli import add_parser as _add_score_parser  # argparse only; the job loads when run
+
+    _add_score_parser(sub)
 
     d = sub.add_parser(
         "distill",
@@ -179,6 +200,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--no-corpus", action="store_true", help="train on --data only, without the dataset-build corpus")
     d.add_argument(
+        "--vocab-corpus", type=Path, action="append", metavar="FILE", help="with --languages: your text to mine too"
+    )
+    d.add_argument("--vocab-coverage", type=float, help="with --languages: as for export (default 1.0)")
+    d.add_argument("--max-vocab", type=int, help="with --languages: keep at most this many pieces (as for export)")
+    d.add_argument(
         "--preset",
         choices=("default", "smoke"),
         default="default",
@@ -212,7 +238,53 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--force", action="store_true", help="replace an existing checkpoint at --output")
     d.add_argument("--restart", action="store_true", help="discard an unfinished run at --output instead of resuming")
     d.add_argument("--json", action="store_true", help="print the whole report as JSON")
+    _add_build_engine(sub)
     return p
+
+
+def _add_build_engine(sub: Any) -> None:
+    """``mbert-edge build-engine``: build a bundle's TensorRT engine on this device, into the engine cache."""
+    b = sub.add_parser(
+        "build-engine",
+        help="build the TensorRT engine of a bundle on this GPU (needs mbert-edge[tensorrt])",
+        description="Build (or find in the cache) the TensorRT engine of BUNDLE's TensorRT file on this device, so "
+        "that the first load does not wait for it. Limits default to the bundle's optimization profile; other "
+        "limits are remembered for later loads of the same file.",
+    )
+    b.add_argument("bundle", type=Path, metavar="BUNDLE")
+    b.add_argument("--precision", choices=("fp16", "int8"), help="which TensorRT file (default: fp16 if present)")
+    b.add_argument("--max-batch", type=int, help="largest batch the engine accepts")
+    b.add_argument("--max-length", type=int, help="longest text in tokens the engine accepts")
+    b.add_argument("--opt-batch", type=int, help="batch the engine is tuned for")
+    b.add_argument("--opt-length", type=int, help="length the engine is tuned for")
+    b.add_argument("--cache-dir", type=Path, help="engine cache (default $MBERT_EDGE_TENSORRT_CACHE or ~/.cache)")
+    b.add_argument("--json", action="store_true", help="print what was built as JSON")
+
+
+def _cmd_build_engine(args: argparse.Namespace) -> int:
+    from mbert_edge.backends.tensorrt import build_engine
+
+    for flag in ("max_batch", "max_length", "opt_batch", "opt_length"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise InvalidInputError(f"--{flag.replace('_', '-')} must be a positive number, not {value}")
+    info = build_engine(
+        args.bundle,
+        precision=args.precision,
+        max_batch=args.max_batch,
+        max_length=args.max_length,
+        opt_batch=args.opt_batch,
+        opt_length=args.opt_length,
+        cache_dir=args.cache_dir,
+    )
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        print(
+            f"{info['file']} ({info['precision']}): engine {info['how']} for {info['device']} (sm "
+            f"{info['compute_capability']}, TensorRT {info['tensorrt']}), profile {info['profile']}: {info['engine']}"
+        )
+    return 0
 
 
 def _read_texts(args: argparse.Namespace) -> list[str]:
@@ -220,20 +292,29 @@ def _read_texts(args: argparse.Namespace) -> list[str]:
     if args.input is not None:
         if not args.input.is_file():
             raise InvalidInputError(f"input file {args.input} does not exist")
-        lines = args.input.read_text(encoding="utf-8").splitlines()
+        try:
+            lines = args.input.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as exc:
+            raise InvalidInputError(f"{args.input} is not UTF-8 text (byte {exc.start}); re-save it as UTF-8") from exc
         if args.input.suffix == ".jsonl":
             for n, line in enumerate(lines, 1):
                 if not line.strip():
                     continue
                 try:
                     obj = json.loads(line)
-                    texts.append(obj["text"] if isinstance(obj, dict) else obj)
+                    text = obj["text"] if isinstance(obj, dict) else obj
                 except (json.JSONDecodeError, KeyError) as exc:
                     raise InvalidInputError(f"{args.input}:{n}: expected a JSON object with a 'text' field") from exc
+                if not isinstance(text, str):
+                    raise InvalidInputError(f"{args.input}:{n}: 'text' is {type(text).__name__}, not a string")
+                texts.append(text)
         else:
             texts.extend(line for line in lines if line.strip())
     if not texts and not sys.stdin.isatty():
-        texts.extend(line.rstrip("\n") for line in sys.stdin if line.strip())
+        try:
+            texts.extend(line.rstrip("\n") for line in sys.stdin if line.strip())
+        except UnicodeDecodeError as exc:
+            raise InvalidInputError(f"standard input is not UTF-8 text (byte {exc.start}); pipe UTF-8") from exc
     if not texts:
         raise InvalidInputError("no texts given: pass TEXT arguments, --input FILE, or pipe lines on stdin")
     return texts
@@ -254,16 +335,19 @@ def _cmd_export(args: argparse.Namespace) -> int:
         quantize = QuantizeSettings(
             mode=args.quantize,
             method=args.calibration_method,
-            target=args.target,
+            target="onnxruntime" if args.target == "tensorrt" else args.target,
             activation_ranges=args.activation_ranges,
             thresholds=Thresholds(args.min_agreement, args.min_cosine),
             browser_variant=args.browser_variant,
         )
-    elif args.calibration or args.calibration_method or args.target != "onnxruntime" or args.browser_variant:
+    elif args.target != "tensorrt" and (
+        args.calibration or args.calibration_method or args.target != "onnxruntime" or args.browser_variant
+    ):
         raise InvalidInputError(
             "--calibration, --calibration-method, --target and --browser-variant need --quantize static (or "
             "dynamic, for onnxruntime)"
         )
+    tensorrt = _tensorrt_settings(args)
     start = time.perf_counter()
     path = export_bundle(
         args.source,
@@ -283,6 +367,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         vocab_corpus=tuple(args.vocab_corpus),
         vocab_coverage=args.vocab_coverage,
         max_vocab=args.max_vocab,
+        tensorrt=tensorrt,
     )
     print(f"exported {args.source} to {path} in {time.perf_counter() - start:.1f} s")
     from mbert_edge.manifest import Manifest
@@ -290,7 +375,31 @@ def _cmd_export(args: argparse.Namespace) -> int:
     int8 = Manifest.read(path / "manifest.json").fidelity.get("int8")
     if int8:
         print(f"INT8 accuracy gate: {_gate_summary(int8)}")
+    fidelity = Manifest.read(path / "manifest.json").fidelity
+    for precision in ("fp16", "int8"):
+        if f"tensorrt_{precision}" in fidelity:
+            summary = _gate_summary({"fp32_groups": [], **fidelity[f"tensorrt_{precision}"]})
+            print(f"TensorRT {precision} accuracy gate (ONNX Runtime CPU stand-in): {summary}")
     return 0
+
+
+def _tensorrt_settings(args: argparse.Namespace) -> Any:
+    """The TensorRT stage's settings from ``--target tensorrt`` and its flags (None without that target)."""
+    if args.target != "tensorrt":
+        if args.precision:
+            raise InvalidInputError("--precision applies to --target tensorrt")
+        return None
+    from mbert_edge_export.quantize.gate import Thresholds
+    from mbert_edge_export.tensorrt import TensorRTSettings
+
+    return TensorRTSettings(
+        precisions=tuple(p.strip() for p in (args.precision or "fp16").split(",") if p.strip()),
+        max_batch=args.max_batch,
+        opt_batch=args.opt_batch,
+        opt_length=args.opt_length,
+        calibration_method=args.calibration_method or "minmax",
+        thresholds=Thresholds(args.min_agreement, args.min_cosine),
+    )
 
 
 def _gate_summary(report: dict[str, Any]) -> str:
@@ -377,6 +486,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
             f"distilled   from {teacher.get('name', '?')} ({teacher.get('layers', '?')} layers, weights "
             f"{str(teacher.get('weights_sha256', '?'))[:12]}…), teacher layers kept {d.get('layer_map')}"
         )
+        _print_distill_retention(lineage.get("evaluation") or {})
     trim = m.export.get("trim") or (lineage.get("trim") if isinstance(lineage.get("trim"), dict) else None)
     if trim:
         _print_trim(trim, m.fidelity.get("trim") or trim.get("fidelity") or {})
@@ -400,6 +510,27 @@ def _cmd_info(args: argparse.Namespace) -> int:
     if signature_line:
         print(f"signature   {signature_line}")
     return 0
+
+
+def _print_distill_retention(evaluation: dict[str, Any]) -> None:
+    """The student's retention per language (vs the untrimmed teacher, held-out text, measured in PyTorch)."""
+    rows, gate = evaluation.get("languages") or {}, evaluation.get("gate") or {}
+    if not rows:
+        return
+    kept = set(evaluation.get("kept_languages") or ())
+
+    def cell(lang: str) -> str:
+        value = (rows[lang].get("student") or {}).get("retention")
+        return f"{lang} {value:.3f}" if isinstance(value, (int, float)) else f"{lang} -"
+
+    print(
+        f"fidelity    distill ({gate.get('metric', 'retention')}, held-out text, PyTorch): worst kept language "
+        f"{gate.get('worst_language')} {gate.get('value')}"
+    )
+    print(f"  kept      {', '.join(cell(lang) for lang in sorted(rows) if lang in kept)}")
+    others = [cell(lang) for lang in sorted(rows) if lang not in kept]
+    if others:
+        print(f"  not kept  {', '.join(others)}")
 
 
 def _print_trim(trim: dict[str, Any], fidelity: dict[str, Any]) -> None:
@@ -543,6 +674,18 @@ def _open_for_info(args: argparse.Namespace) -> tuple[Any, str | None]:
     return bundle, f"by key {sig.short_key_id}…, release {sig.release}: NOT verified (pass --public-key)"
 
 
+def _distill_trim_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The vocabulary-trim options given to ``distill`` (the same meaning as for ``export``)."""
+    options: dict[str, Any] = {}
+    if args.vocab_corpus:
+        options["corpus_files"] = tuple(args.vocab_corpus)
+    if args.vocab_coverage is not None:
+        options["coverage"] = args.vocab_coverage
+    if args.max_vocab is not None:
+        options["max_vocab"] = args.max_vocab
+    return options
+
+
 def _cmd_distill(args: argparse.Namespace) -> int:
     try:
         from mbert_edge_export.distill import distill, format_report
@@ -580,6 +723,7 @@ def _cmd_distill(args: argparse.Namespace) -> int:
             preset=args.preset,
             force=args.force,
             restart=args.restart,
+            trim_options=_distill_trim_options(args),
             **overrides,
         )
     except DistillError as exc:
@@ -620,6 +764,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger(name).setLevel(level)
     commands = {"export": _cmd_export, "predict": _cmd_predict, "info": _cmd_info, "distill": _cmd_distill}
     commands.update(keygen=_cmd_keygen, sign=_cmd_sign)
+    commands["build-engine"] = _cmd_build_engine
+    from mbert_edge.batch.cli import run as _cmd_score
+
+    commands["score"] = _cmd_score
     try:
         return commands[args.command](args)
     except MbertEdgeError as exc:

@@ -164,7 +164,7 @@ def test_student_learns_and_beats_the_untrained_cut(embedding_student):
     assert report["student"]["parameters"] < report["teacher"]["parameters"]
 
 
-def test_student_is_an_ordinary_checkpoint_with_lineage(embedding_student, teacher4, tmp_path):
+def test_student_is_an_ordinary_checkpoint_with_lineage(embedding_student, teacher4, tmp_path, capsys):
     from mbert_edge_export.sources import load_source
 
     out, report, _ = embedding_student
@@ -183,6 +183,13 @@ def test_student_is_an_ordinary_checkpoint_with_lineage(embedding_student, teach
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["source"]["lineage"]["distill"]["layer_map"] == [0, 3]
     assert manifest["source"]["lineage"]["teacher"]["weights_sha256"] == report["teacher"]["weights_sha256"]
+    from mbert_edge.cli import main
+
+    assert main(["info", str(bundle)]) == 0
+    shown = capsys.readouterr().out
+    assert "teacher layers kept [0, 3]" in shown and "fidelity    distill" in shown
+    worst = report["evaluation"]["gate"]["worst_language"]
+    assert f"worst kept language {worst}" in shown
 
 
 def test_same_seed_same_student(embedding_student, teacher4, tmp_path):
