@@ -300,12 +300,14 @@ const cases = {
   'top_k 0': () => cls.predict('ok', { topK: 0 }), 'embed on classifier': () => cls.embed('ok'),
   'predict on encoder': () => emb.predict('ok'), 'prefix not str': () => emb.embed('ok', { prefix: 3 }),
   'batch size 0': () => emb.embed('ok', { batchSize: 0 }),
+  'lone surrogate': () => cls.predict(['ok', 'caf\\u00e9 \\ud800 x']),
 };
 const out = {};
 for (const [k, f] of Object.entries(cases)) {
   try { await f(); out[k] = null; } catch (err) { out[k] = err.name; }
 }
 out['empty list'] = JSON.stringify(await cls.predict([]));
+try { await cls.predict(['ok', 'caf\\u00e9 \\ud800 x']); } catch (err) { out['lone surrogate message'] = err.message; }
 console.log(JSON.stringify(out));
 """
 
@@ -324,6 +326,7 @@ def test_bad_input_refused_with_the_same_typed_errors(node, bundles):
         "predict on encoder": lambda: emb.predict("ok"),
         "prefix not str": lambda: emb.embed("ok", prefix=3),
         "batch size 0": lambda: emb.embed("ok", batch_size=0),
+        "lone surrogate": lambda: cls.predict(["ok", "caf\u00e9 \ud800 x"]),
     }
     expected = {}
     for name, call in cases.items():
@@ -331,6 +334,9 @@ def test_bad_input_refused_with_the_same_typed_errors(node, bundles):
             call()
         expected[name] = type(info.value).__name__
     expected["empty list"] = json.dumps(cls.predict([]))
+    with pytest.raises(MbertEdgeError) as info:
+        cls.predict(["ok", "caf\u00e9 \ud800 x"])
+    expected["lone surrogate message"] = str(info.value)  # the same words, the position in code points
     script = NODE_INPUT_ERRORS % {"index": json.dumps((NODE_DIR / "index.mjs").as_uri())}
     paths = json.dumps([str(bundles["text-classification"]), str(bundles["feature-extraction"])])
     proc = subprocess.run(

@@ -22,6 +22,9 @@ function describeType(x) {
   return typeof x;
 }
 
+// half of a UTF-16 surrogate pair without its other half: not valid Unicode (Python refuses it the same way)
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
 /** Validate the caller's input; return [texts as an array, whether a single string was given]. */
 export function asTexts(texts) {
   let items;
@@ -35,6 +38,16 @@ export function asTexts(texts) {
     const where = single ? 'the text' : `texts[${i}]`;
     if (typeof t !== 'string') throw new InvalidInputError(`${where} is ${describeType(t)}, not a string; convert or drop it`);
     if (isBlank(t)) throw new InvalidInputError(`${where} is empty or only whitespace; drop it before predicting`);
+    const bad = LONE_SURROGATE.exec(t);
+    if (bad !== null) {
+      const code = bad[0].charCodeAt(0).toString(16).toUpperCase().padStart(4, '0');
+      const at = [...t.slice(0, bad.index)].length; // in code points, as Python counts
+      throw new InvalidInputError(
+        `${where} holds a lone surrogate (U+${code}) at character ${at}, which is not valid Unicode (json.loads of ` +
+          "an escaped half of a pair, or bytes decoded with errors='surrogateescape', make these); decode the text " +
+          "correctly, or replace them: text.encode('utf-8', 'replace').decode()",
+      );
+    }
   });
   return [items, single];
 }
