@@ -301,6 +301,8 @@ const cases = {
   'predict on encoder': () => emb.predict('ok'), 'prefix not str': () => emb.embed('ok', { prefix: 3 }),
   'batch size 0': () => emb.embed('ok', { batchSize: 0 }),
   'lone surrogate': () => cls.predict(['ok', 'caf\\u00e9 \\ud800 x']),
+  'nothing kept': () => cls.predict(['ok', '\\u200b\\u200b']),
+  'nothing kept, embed': () => emb.embed('\\u200b\\u0007'),
 };
 const out = {};
 for (const [k, f] of Object.entries(cases)) {
@@ -308,6 +310,7 @@ for (const [k, f] of Object.entries(cases)) {
 }
 out['empty list'] = JSON.stringify(await cls.predict([]));
 try { await cls.predict(['ok', 'caf\\u00e9 \\ud800 x']); } catch (err) { out['lone surrogate message'] = err.message; }
+try { await emb.embed('\\u200b\\u0007'); } catch (err) { out['nothing kept message'] = err.message; }
 console.log(JSON.stringify(out));
 """
 
@@ -327,6 +330,8 @@ def test_bad_input_refused_with_the_same_typed_errors(node, bundles):
         "prefix not str": lambda: emb.embed("ok", prefix=3),
         "batch size 0": lambda: emb.embed("ok", batch_size=0),
         "lone surrogate": lambda: cls.predict(["ok", "caf\u00e9 \ud800 x"]),
+        "nothing kept": lambda: cls.predict(["ok", "\u200b\u200b"]),
+        "nothing kept, embed": lambda: emb.embed("\u200b\u0007"),
     }
     expected = {}
     for name, call in cases.items():
@@ -337,6 +342,9 @@ def test_bad_input_refused_with_the_same_typed_errors(node, bundles):
     with pytest.raises(MbertEdgeError) as info:
         cls.predict(["ok", "caf\u00e9 \ud800 x"])
     expected["lone surrogate message"] = str(info.value)  # the same words, the position in code points
+    with pytest.raises(MbertEdgeError) as info:
+        emb.embed("\u200b\u0007")  # a prompt in front would not count as content
+    expected["nothing kept message"] = str(info.value)
     script = NODE_INPUT_ERRORS % {"index": json.dumps((NODE_DIR / "index.mjs").as_uri())}
     paths = json.dumps([str(bundles["text-classification"]), str(bundles["feature-extraction"])])
     proc = subprocess.run(

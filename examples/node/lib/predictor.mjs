@@ -54,6 +54,16 @@ export function asTexts(texts) {
 
 const isPositiveInt = (x) => Number.isInteger(x) && x >= 1;
 
+/**
+ * Whether an encoding holds a token (not a special one) covering a character at or after `skipChars` (the prefix's
+ * length in code points): false for text the tokenizer drops entirely (control, format or zero-width characters).
+ * Not checked where the tokenizer gives no offsets (the browser's).
+ */
+function hasContent(enc, skipChars) {
+  if (!enc.offsets || !enc.special) return true;
+  return enc.special.some((special, i) => !special && enc.offsets[i] && enc.offsets[i][1] > skipChars);
+}
+
 export class Predictor {
   /**
    * Made by `load()` (Node) or the browser loader; not meant to be constructed by apps.
@@ -118,7 +128,7 @@ export class Predictor {
     const [items, single] = asTexts(texts);
     const results = new Array(items.length).fill(null);
     const labels = this.manifest.labels;
-    for await (const { idx, encodings, outputs } of this.#forward(items, batchSize)) {
+    for await (const { idx, encodings, outputs } of this.#forward(items, batchSize, { single })) {
       const logits = outputs[this.session.outputNames[0]];
       if (this.task === 'text-classification') {
         const n = logits.dims[logits.dims.length - 1];
@@ -151,10 +161,11 @@ export class Predictor {
     let [items, single] = asTexts(texts);
     if (prefix === null || prefix === undefined) prefix = spec.default_prefix;
     else if (typeof prefix !== 'string') throw new InvalidInputError("prefix must be a string (use '' for none)");
+    const prefixChars = [...prefix].length; // code points, as the tokenizer's offsets count
     if (prefix) items = items.map((t) => prefix + t);
     const doNorm = normalize === null || normalize === undefined ? spec.normalize : Boolean(normalize);
     const out = new Array(items.length);
-    for await (const { idx, feeds, outputs } of this.#forward(items, batchSize)) {
+    for await (const { idx, feeds, outputs } of this.#forward(items, batchSize, { single, prefixChars })) {
       const hidden = outputs[this.manifest.outputs[0]] ?? outputs[this.session.outputNames[0]];
       const [batch, seq, dim] = hidden.dims;
       const vectors = pool(hidden.data, feeds.attention_mask.data, batch, seq, dim, spec.pooling);
@@ -202,10 +213,18 @@ export class Predictor {
   }
 
   /** Tokenize, batch by length, run; yield {idx, encodings, feeds, outputs} per batch. */
-  async *#forward(items, batchSize) {
+  async *#forward(items, batchSize, { single = false, prefixChars = 0 } = {}) {
     if (!items.length) return;
     if (!isPositiveInt(batchSize)) throw new InvalidInputError('batchSize must be a positive integer');
     const encodings = await this.#encode(items);
+    encodings.forEach((e, i) => {
+      if (!hasContent(e, prefixChars)) {
+        throw new InvalidInputError(
+          `${single ? 'the text' : `texts[${i}]`} has nothing the tokenizer keeps (only control, format or ` +
+            'zero-width characters, which it drops); drop it before predicting',
+        );
+      }
+    });
     const truncated = encodings.filter((e) => e.overflowing).length;
     if (truncated) {
       this.logger?.warn?.(`${truncated} of ${items.length} texts were cut at max_length=${this.tokenizer.maxLength} tokens`);
