@@ -16,7 +16,16 @@ import * as ort from 'onnxruntime-web';
 import { Tokenizer } from '@huggingface/tokenizers';
 
 import { BackendUnavailableError, BundleFormatError, BundleIntegrityError, BundleNotFoundError } from '../node/lib/errors.mjs';
-import { MANIFEST_NAME, chooseModelFile, filesOf, modelFiles, parseManifestBytes, tokenizerFile } from '../node/lib/manifest.mjs';
+import {
+  MANIFEST_NAME,
+  checkDigest,
+  checkSize,
+  chooseModelFile,
+  filesOf,
+  modelFiles,
+  parseManifestBytes,
+  tokenizerFile,
+} from '../node/lib/manifest.mjs';
 import { Predictor } from '../node/lib/predictor.mjs';
 
 const PAD_CANDIDATES = ['[PAD]', '<pad>', '<PAD>'];
@@ -44,21 +53,8 @@ async function fetchChecked(base, entry, verify, stats) {
   const bytes = new Uint8Array(await res.arrayBuffer());
   stats.bytes += bytes.byteLength;
   stats.files[entry.path] = bytes.byteLength;
-  if (bytes.byteLength !== entry.size) {
-    throw new BundleIntegrityError(
-      `bundle file ${entry.path} has ${bytes.byteLength} bytes, the manifest says ${entry.size}: it was truncated or ` +
-        'changed; re-export or copy the bundle again',
-    );
-  }
-  if (verify) {
-    const digest = await sha256Hex(bytes);
-    if (digest !== entry.sha256) {
-      throw new BundleIntegrityError(
-        `bundle file ${entry.path} fails its checksum (sha256 ${digest.slice(0, 12)}…, manifest ` +
-          `${String(entry.sha256).slice(0, 12)}…): it was altered or damaged; re-export or copy the bundle again`,
-      );
-    }
-  }
+  checkSize(entry, bytes.byteLength);
+  if (verify) checkDigest(entry, await sha256Hex(bytes));
   return bytes;
 }
 

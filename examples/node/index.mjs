@@ -23,7 +23,15 @@ import {
   BundleNotFoundError,
   InvalidInputError,
 } from './lib/errors.mjs';
-import { MANIFEST_NAME, chooseModelFile, filesOf, parseManifestBytes, tokenizerFile } from './lib/manifest.mjs';
+import {
+  MANIFEST_NAME,
+  checkDigest,
+  checkSize,
+  chooseModelFile,
+  filesOf,
+  parseManifestBytes,
+  tokenizerFile,
+} from './lib/manifest.mjs';
 import { Predictor } from './lib/predictor.mjs';
 
 export * from './lib/errors.mjs';
@@ -71,21 +79,8 @@ export async function checkFile(root, entry, hash) {
       `bundle file ${entry.path} is missing from ${root}; the bundle is incomplete, re-export or copy it again`,
     );
   }
-  if (stat.size !== entry.size) {
-    throw new BundleIntegrityError(
-      `bundle file ${entry.path} has ${stat.size} bytes, the manifest says ${entry.size}: it was truncated or ` +
-        'changed; re-export or copy the bundle again',
-    );
-  }
-  if (hash) {
-    const digest = await sha256File(p);
-    if (digest !== entry.sha256) {
-      throw new BundleIntegrityError(
-        `bundle file ${entry.path} fails its checksum (sha256 ${digest.slice(0, 12)}…, manifest ` +
-          `${String(entry.sha256).slice(0, 12)}…): it was altered or damaged; re-export or copy the bundle again`,
-      );
-    }
-  }
+  checkSize(entry, stat.size);
+  if (hash) checkDigest(entry, await sha256File(p));
 }
 
 /** The bundle's tokenizer.json run by the native `tokenizers` bindings, with truncation at max_length, no padding. */

@@ -1,7 +1,7 @@
 // The bundle schema (format v1): validation of manifest.json, as mbert_edge/manifest.py does it, and the choice of
 // the model file to run. No Node APIs: the browser page uses this file too. See docs/bundle-format.md.
 
-import { BackendUnavailableError, BundleFormatError, UnsupportedFormatVersionError } from './errors.mjs';
+import { BackendUnavailableError, BundleFormatError, BundleIntegrityError, UnsupportedFormatVersionError } from './errors.mjs';
 
 export const FORMAT_VERSION = 1;
 export const MANIFEST_NAME = 'manifest.json';
@@ -230,4 +230,24 @@ export function chooseModelFile(m, { precision = null, path = null } = {}) {
     `no installed backend can run this bundle${precision ? ` at precision ${precision}` : ''} ` +
       `(tried onnxruntime); the bundle has ${describe(files)}${hint}`,
   );
+}
+
+/** Refuse a bundle file whose size is not the manifest's (both runtimes give the same message). */
+export function checkSize(entry, size) {
+  if (size !== entry.size) {
+    throw new BundleIntegrityError(
+      `bundle file ${entry.path} has ${size} bytes, the manifest says ${entry.size}: it was truncated or ` +
+        'changed; re-export or copy the bundle again',
+    );
+  }
+}
+
+/** Refuse a bundle file whose SHA-256 (hex) is not the manifest's. */
+export function checkDigest(entry, digest) {
+  if (digest !== entry.sha256) {
+    throw new BundleIntegrityError(
+      `bundle file ${entry.path} fails its checksum (sha256 ${digest.slice(0, 12)}…, manifest ` +
+        `${String(entry.sha256).slice(0, 12)}…): it was altered or damaged; re-export or copy the bundle again`,
+    );
+  }
 }
