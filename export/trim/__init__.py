@@ -79,11 +79,15 @@ def trim_source(
     """Trim ``loaded``'s vocabulary to ``languages``; return the trimmed source and the trim report.
 
     A source that was already trimmed to the same or a narrower set of languages is returned unchanged (a
-    vocabulary cannot grow back), with a report that says so.
+    vocabulary cannot grow back), with a report that says so, unless ``max_vocab`` is below its vocabulary
+    size: then it is trimmed again to that size (e.g. a distilled student, whose teacher was trimmed, capped
+    for a size budget), and the fidelity report compares with the source's trimmed tokenizer.
     """
     langs = check_options(languages, sources, corpus_files, coverage, max_vocab)
     previous = (loaded.provenance.get("lineage") or {}).get("trim") or loaded.provenance.get("trim")
-    if previous and set(previous.get("languages", ())) <= set(langs):
+    current = loaded.tokenizer.get_vocab_size(with_added_tokens=True)
+    narrowing = max_vocab is not None and max_vocab < current
+    if previous and set(previous.get("languages", ())) <= set(langs) and not narrowing:
         log.warning(
             "the source is already trimmed to %s; --languages %s changes nothing",
             ",".join(previous["languages"]),
@@ -128,9 +132,12 @@ def trim_source(
         "mined_not_forced": sel.mined,
         "dropped_by_cap": sel.dropped_by_cap,
         "kept_ids_sha256": hashlib.sha256(",".join(map(str, sel.kept)).encode()).hexdigest(),
+        **({"retrimmed_from": {"languages": previous.get("languages"), "vocab_size": current}} if previous else {}),
         "other_languages": OTHER_LANGUAGES_NOTE,
     }
     report["fidelity"] = measure(tok, new_tok, sel.kept, langs)
+    if previous:
+        report["fidelity"]["relative_to"] = f"the source's vocabulary, already trimmed ({current} pieces)"
     if check_outputs:
         texts = [
             s
@@ -153,7 +160,11 @@ def trim_source(
         len(sel.kept),
         ", ".join(f"{k} {v['sentences']['identical']:.2%}" for k, v in report["fidelity"]["kept"].items() if v),
     )
-    provenance = {**loaded.provenance, "vocab_size": len(sel.kept), "trim": {"languages": langs}}
+    provenance = {
+        **loaded.provenance,
+        "vocab_size": len(sel.kept),
+        "trim": {"languages": langs, **({"max_vocab": max_vocab} if max_vocab is not None else {})},
+    }
     return dataclasses.replace(loaded, model=new_model, tokenizer=new_tok, provenance=provenance), report
 
 
