@@ -1,7 +1,8 @@
 """The ``mbert-edge`` command: export, predict, info, score.
 
 ``export`` imports the heavy export stage only when it runs, so ``predict`` and ``info`` stay light.
-Exit codes: 0 success, 1 a reported error (bad bundle, bad input, failed export), 2 usage errors.
+Exit codes: 0 success, 1 a reported error (bad bundle, bad input, failed export), 2 usage errors; gpu-check
+also exits 3 when no GPU backend is available (see mbert_edge.gpu_check).
 """
 
 from __future__ import annotations
@@ -239,6 +240,7 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--restart", action="store_true", help="discard an unfinished run at --output instead of resuming")
     d.add_argument("--json", action="store_true", help="print the whole report as JSON")
     _add_build_engine(sub)
+    _add_gpu_check(sub)
     return p
 
 
@@ -285,6 +287,76 @@ def _cmd_build_engine(args: argparse.Namespace) -> int:
             f"{info['compute_capability']}, TensorRT {info['tensorrt']}), profile {info['profile']}: {info['engine']}"
         )
     return 0
+
+
+def _add_gpu_check(sub: Any) -> None:
+    """``mbert-edge gpu-check``: compare the GPU backends with ONNX Runtime on CPU, for a bug report."""
+    c = sub.add_parser(
+        "gpu-check",
+        help="compare TensorRT / ONNX Runtime GPU with ONNX Runtime CPU on multilingual text (for bug reports)",
+        description="Build or load the engine of every GPU backend that can run here, run BUNDLE's files on "
+        "multilingual sample text, and compare each with ONNX Runtime on CPU: per text cosine, label or entity "
+        "agreement, per file and precision. Attach the output to a bug report. Exit 0: every available "
+        "comparison passed; 1: one failed, or a GPU backend failed to build, load or run; 3: no GPU backend "
+        "is available here, nothing was compared on a GPU.",
+    )
+    c.add_argument("bundle", type=Path, metavar="BUNDLE")
+    c.add_argument("--json", action="store_true", help="print the report as JSON")
+    c.add_argument(
+        "--backend",
+        action="append",
+        choices=("tensorrt", "onnxruntime-tensorrt", "onnxruntime-cuda"),
+        help="check only this GPU backend (repeatable; default: all three)",
+    )
+    c.add_argument(
+        "--texts",
+        type=Path,
+        metavar="FILE",
+        help="your texts, one per line ('language<TAB>text' or plain); default: the packaged multilingual samples",
+    )
+    c.add_argument(
+        "--min-cosine", type=float, help="lowest per-text cosine, for every precision (default: per precision)"
+    )
+    c.add_argument(
+        "--min-agreement",
+        type=float,
+        help="lowest label/entity agreement, for every precision (default: per precision)",
+    )
+    c.add_argument(
+        "--polygraphy",
+        action="store_true",
+        help="also compare each TensorRT file on TensorRT with the same file on ONNX Runtime CPU through Polygraphy "
+        "(pip install polygraphy; builds a second engine)",
+    )
+
+
+def _cmd_gpu_check(args: argparse.Namespace) -> int:
+    from mbert_edge import gpu_check
+
+    texts, source = None, None
+    if args.texts is not None:
+        if not args.texts.is_file():
+            raise InvalidInputError(f"--texts {args.texts} does not exist")
+        texts, source = gpu_check.parse_texts(args.texts.read_text(encoding="utf-8")), str(args.texts)
+    tolerances = None
+    if args.min_cosine is not None or args.min_agreement is not None:
+        tolerances = {
+            p: gpu_check.Tolerance(
+                t.min_cosine if args.min_cosine is None else args.min_cosine,
+                t.min_agreement if args.min_agreement is None else args.min_agreement,
+            )
+            for p, t in gpu_check.TOLERANCES.items()
+        }
+    report = gpu_check.run_check(
+        args.bundle,
+        names=tuple(dict.fromkeys(args.backend)) if args.backend else gpu_check.GPU_BACKENDS,
+        texts=texts,
+        texts_source=source,
+        tolerances=tolerances,
+        polygraphy=args.polygraphy,
+    )
+    print(report.to_json() if args.json else report.to_text())
+    return report.exit_code
 
 
 def _read_texts(args: argparse.Namespace) -> list[str]:
@@ -538,8 +610,7 @@ def _print_trim(trim: dict[str, Any], fidelity: dict[str, Any]) -> None:
     size = trim.get("vocab_size", {})
     print(
         f"vocabulary  trimmed to {','.join(trim.get('languages', []))}: {size.get('before', '?')} -> "
-        f"{size.get('after', '?')} pieces"
-        + (f" (--max-vocab {trim['max_vocab']})" if trim.get("max_vocab") else "")
+        f"{size.get('after', '?')} pieces" + (f" (--max-vocab {trim['max_vocab']})" if trim.get("max_vocab") else "")
     )
     if fidelity.get("relative_to"):
         print(f"  compared  with {fidelity['relative_to']}")
@@ -768,6 +839,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = {"export": _cmd_export, "predict": _cmd_predict, "info": _cmd_info, "distill": _cmd_distill}
     commands.update(keygen=_cmd_keygen, sign=_cmd_sign)
     commands["build-engine"] = _cmd_build_engine
+    commands["gpu-check"] = _cmd_gpu_check
     from mbert_edge.batch.cli import run as _cmd_score
 
     commands["score"] = _cmd_score
