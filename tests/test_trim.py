@@ -173,6 +173,36 @@ def test_bad_trim_settings_fail_early(tmp_path, checkpoints):
     assert not (tmp_path / "x").exists()
 
 
+def test_a_cap_keeps_characters_and_ranks_everything_else_by_frequency():
+    """Hand-checked: under --max-vocab, specials and single characters stay; unspaced-script word pieces and
+    long digit pieces compete with mined pieces by their share of a language's mass."""
+    from collections import Counter
+
+    from mbert_edge_export.trim.selection import select
+
+    forced = {
+        "special": {0, 1},
+        "script_chars": {2, 3},
+        "common_chars": set(),
+        "prompts": set(),
+        "unspaced_scripts": {10, 11},
+        "digits_and_punctuation": {12},
+    }
+    counts = {
+        ("de", "wordfreq"): Counter({20: 50, 21: 30, 22: 1}),  # shares 0.62, 0.37, 0.01
+        ("zh", "dataset-build"): Counter({2: 100, 10: 40}),  # piece 10's share 0.29; 11 and 12 unseen
+    }
+    free = select(counts, forced, 1.0, full_sources=["dataset-build"])
+    assert free.kept == [0, 1, 2, 3, 10, 11, 12, 20, 21, 22] and free.dropped_by_cap == 0
+    capped = select(counts, forced, 1.0, max_vocab=7, full_sources=["dataset-build"])
+    assert capped.kept == [0, 1, 2, 3, 10, 20, 21]
+    assert capped.dropped_by_cap == 3
+    assert capped.forced == {k: len(v & {0, 1, 2, 3, 10}) for k, v in forced.items()}
+    assert capped.mined == 2
+    with pytest.raises(ExportError, match="below the 4 pieces every trim keeps"):
+        select(counts, forced, 1.0, max_vocab=3, full_sources=["dataset-build"])
+
+
 def test_retrimming_a_trimmed_source_to_a_wider_set_changes_nothing(trimmed_tiny):
     _, trimmed, _ = trimmed_tiny
     again, report2 = trim_source(trimmed, ["en", "de", "fr"], sources=["dataset-build"])

@@ -1,10 +1,12 @@
 """Choose the pieces a trimmed vocabulary keeps: mined pieces up to a coverage target, plus forced pieces.
 
-Forced pieces are always kept, whatever the caps: the special and added tokens; every single-character
+Some pieces are always kept, whatever the caps: the special and added tokens; every single-character
 piece of the kept languages' scripts (with and without the word-start marker, ``▁x`` / ``##x``), so that
 any text in those languages still tokenizes, into smaller pieces if need be, never into unknown tokens;
 every single-character piece outside any script (digits, punctuation, symbols, emoji); and the pieces of
-the model's prompts (``query: ``, ``passage: ``).
+the model's prompts (``query: ``, ``passage: ``). Two more groups are forced unless ``--max-vocab`` binds,
+when they compete by frequency with the mined pieces: every piece of an unspaced script (Chinese, Japanese,
+Thai: word lists cannot tell which of those running text needs) and longer digit and punctuation pieces.
 """
 
 from __future__ import annotations
@@ -87,6 +89,9 @@ def top_by_coverage(counts: Counter[int], coverage: float) -> set[int]:
     return kept
 
 
+ALWAYS_KEPT = frozenset({"special", "script_chars", "common_chars", "prompts"})  # whatever --max-vocab says
+
+
 def select(
     counts: dict[tuple[str, str], Counter[int]],
     forced: dict[str, set[int]],
@@ -96,7 +101,12 @@ def select(
 ) -> Selection:
     """Union over languages and sources of each one's top pieces up to ``coverage`` (sources named in
     ``full_sources`` keep every piece they saw), plus ``forced``; then at most ``max_vocab`` pieces, dropping
-    the mined pieces with the smallest share of any one language's mass first."""
+    the pieces with the smallest share of any one language's mass first.
+
+    Under a cap, only the pieces any text needs stay forced (:data:`ALWAYS_KEPT`: special tokens, single
+    characters, prompts); the multi-character pieces of unspaced scripts and the longer digit and punctuation
+    pieces compete with the mined ones by frequency (a Chinese word piece that no mined text uses goes before
+    a German one that text does use; the characters it is made of stay)."""
     all_forced = set().union(*forced.values())
     mined: set[int] = set()
     for (_lang, source), c in counts.items():
@@ -104,11 +114,14 @@ def select(
     extra = mined - all_forced
     dropped = 0
     if max_vocab is not None and len(all_forced) + len(extra) > max_vocab:
-        if len(all_forced) > max_vocab:
+        always = set().union(*(v for k, v in forced.items() if k in ALWAYS_KEPT))
+        if len(always) > max_vocab:
             raise ExportError(
-                f"--max-vocab {max_vocab} is below the {len(all_forced)} pieces every trim keeps (special tokens, "
+                f"--max-vocab {max_vocab} is below the {len(always)} pieces every trim keeps (special tokens, "
                 "the single characters of the kept scripts, digits and punctuation); raise it or keep fewer scripts"
             )
+        extra = (extra | all_forced) - always
+        all_forced = always
         share: dict[int, float] = {}
         for c in counts.values():
             total = sum(c.values()) or 1.0
@@ -119,9 +132,11 @@ def select(
         keep_n = max_vocab - len(all_forced)
         dropped = len(ranked) - keep_n
         extra = set(ranked[:keep_n])
+    kept = all_forced | extra
+    every_forced = set().union(*forced.values())
     return Selection(
-        kept=sorted(all_forced | extra),
-        forced={k: len(v) for k, v in forced.items()},
-        mined=len(extra),
+        kept=sorted(kept),
+        forced={k: len(v & kept) for k, v in forced.items()},
+        mined=len(kept - every_forced),
         dropped_by_cap=dropped,
     )
