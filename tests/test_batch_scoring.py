@@ -247,6 +247,51 @@ def test_killed_run_resumes_with_every_row_exactly_once(tmp_path, bundles, refer
         assert [e["shard"] for e in journal if e.get("recovered")] == [shard]
 
 
+def processes_with(marker: str) -> list[int]:
+    """Live processes whose environment holds ``marker`` (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if marker.encode() in (entry / "environ").read_bytes() and "Z" not in (entry / "stat").read_text():
+                found.append(int(entry.name))
+        except OSError:  # gone meanwhile, or not ours
+            continue
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("watch", ["pdeathsig", "watchdog"])
+def test_workers_exit_when_the_parent_dies(tmp_path, bundles, reference, watch):
+    """The parent is SIGKILLed while its two workers score; the workers must end by themselves (the
+    parent-death signal on Linux, and the watchdog that polls the parent's id, tested alone too)."""
+    import time
+    import uuid
+
+    src, _ = reference
+    out = tmp_path / "out"
+    marker = f"mbert-edge-orphan-test-{uuid.uuid4().hex}"
+    env = {**os.environ, "MBERT_EDGE_BATCH_TEST_KILL": "orphan:mid-shard:1", "MBERT_EDGE_TEST_MARKER": marker}
+    if watch == "watchdog":
+        env["MBERT_EDGE_BATCH_TEST_NO_PDEATHSIG"] = "1"
+    args = [str(bundles["feature-extraction"]), str(src), "-o", str(out), "--shard-rows", str(SHARD_ROWS),
+            "--workers", "2", "--threads-per-worker", "1", "--no-progress"]  # fmt: skip
+    with open(tmp_path / "stderr.txt", "w") as err:  # a file, not a pipe: an orphan would hold a pipe open
+        parent = subprocess.Popen(
+            [sys.executable, "-m", "mbert_edge.cli", "score", *args], stdout=subprocess.DEVNULL, stderr=err, env=env
+        )
+        assert parent.wait(timeout=300) == -signal.SIGKILL, (tmp_path / "stderr.txt").read_text()
+    deadline = time.monotonic() + 30  # a liveness deadline, not a speed target: the hook sleeps 60 s
+    while (left := processes_with(marker)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert left == [], f"workers outlived their parent: {left}"
+    assert not (out / SUCCESS_NAME).exists()
+    report = score(bundles["feature-extraction"], src, out, shard_rows=SHARD_ROWS, **ONE)  # and it resumes
+    assert report.complete and report.rows_in == 42
+    assert leftovers(out) == []
+
+
 def test_changed_bundle_options_or_inputs_are_refused_on_resume(tmp_path, copy_bundle, texts):
     b = copy_bundle("text-classification")
     src = write_jsonl(tmp_path / "in.jsonl", [{"text": t} for t in texts[:10]])

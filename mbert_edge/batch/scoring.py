@@ -4,8 +4,9 @@ Used alike by the local engine's worker processes and by the Ray engine's actors
 be used were marked by the reader; a chunk that the predictor still refuses (its own input checks) is
 scored row by row, so that only the offending rows get an ``error``.
 
-Test-only hook: ``MBERT_EDGE_BATCH_TEST_KILL=WHO:POINT:SHARD`` (WHO ``worker`` or ``parent``, POINT
-``mid-shard``, ``before-rename`` or ``after-rename``) SIGKILLs the worker, or the parent and then the worker,
+Test-only hook: ``MBERT_EDGE_BATCH_TEST_KILL=WHO:POINT:SHARD`` (WHO ``worker``, ``parent`` or ``orphan``,
+POINT ``mid-shard``, ``before-rename`` or ``after-rename``) SIGKILLs the worker, or the parent and then the
+worker, or only the parent (``orphan``: the worker then waits, and must be ended by its parent-death watch),
 when shard SHARD reaches POINT on its first attempt.
 """
 
@@ -70,9 +71,12 @@ def _kill_hook(point: str, shard: int, attempt: int) -> None:
     who, where, index = spec.split(":")
     if where != point or int(index) != shard:
         return
-    if who == "parent":
+    if who in ("parent", "orphan"):
         os.kill(os.getppid(), signal.SIGKILL)
         time.sleep(0.05)
+    if who == "orphan":
+        time.sleep(60)  # the parent-death signal or the watchdog ends this process first
+        return
     os.kill(os.getpid(), signal.SIGKILL)
     time.sleep(60)  # not reached
 
