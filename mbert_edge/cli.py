@@ -251,7 +251,9 @@ def _add_build_engine(sub: Any) -> None:
         help="build the TensorRT engine of a bundle on this GPU (needs mbert-edge[tensorrt])",
         description="Build (or find in the cache) the TensorRT engine of BUNDLE's TensorRT file on this device, so "
         "that the first load does not wait for it. Limits default to the bundle's optimization profile; other "
-        "limits are remembered for later loads of the same file.",
+        "limits are remembered for later loads of the same file. With --add-to-bundle the engine is also written "
+        "into BUNDLE as a prebuilt engine for devices like this one (same GPU, compute capability and TensorRT); "
+        "other devices still build their own.",
     )
     b.add_argument("bundle", type=Path, metavar="BUNDLE")
     b.add_argument("--precision", choices=("fp16", "int8"), help="which TensorRT file (default: fp16 if present)")
@@ -260,6 +262,16 @@ def _add_build_engine(sub: Any) -> None:
     b.add_argument("--opt-batch", type=int, help="batch the engine is tuned for")
     b.add_argument("--opt-length", type=int, help="length the engine is tuned for")
     b.add_argument("--cache-dir", type=Path, help="engine cache (default $MBERT_EDGE_TENSORRT_CACHE or ~/.cache)")
+    b.add_argument(
+        "--add-to-bundle",
+        action="store_true",
+        help="also write the engine into BUNDLE (a file plus its manifest entry, atomically), for identical devices",
+    )
+    b.add_argument(
+        "--force",
+        action="store_true",
+        help="with --add-to-bundle: add to a signed bundle anyway (its manifest.sig is removed; re-sign it)",
+    )
     b.add_argument("--json", action="store_true", help="print what was built as JSON")
 
 
@@ -278,6 +290,8 @@ def _cmd_build_engine(args: argparse.Namespace) -> int:
         opt_batch=args.opt_batch,
         opt_length=args.opt_length,
         cache_dir=args.cache_dir,
+        add_to_bundle=args.add_to_bundle,
+        force=args.force,
     )
     if args.json:
         print(json.dumps(info, indent=2))
@@ -285,6 +299,20 @@ def _cmd_build_engine(args: argparse.Namespace) -> int:
         print(
             f"{info['file']} ({info['precision']}): engine {info['how']} for {info['device']} (sm "
             f"{info['compute_capability']}, TensorRT {info['tensorrt']}), profile {info['profile']}: {info['engine']}"
+        )
+        if args.add_to_bundle and info.get("added"):
+            print(
+                f"added {info['added']} to {args.bundle} (hardware compatibility "
+                f"{info['hardware_compatibility_level']}); devices with another GPU, compute capability or TensorRT "
+                "build their own engine"
+            )
+        elif args.add_to_bundle:
+            print(f"{args.bundle} already holds this engine ({info['bundle_file']}); nothing added")
+    if info.get("signature_removed"):
+        print(
+            f"{args.bundle} was signed: its manifest.sig no longer matched and was removed; re-sign it with "
+            f"`mbert-edge sign {args.bundle} --key PRIVATE_KEY` (docs/signing.md)",
+            file=sys.stderr,
         )
     return 0
 
@@ -563,9 +591,15 @@ def _cmd_info(args: argparse.Namespace) -> int:
     if trim:
         _print_trim(trim, m.fidelity.get("trim") or trim.get("fidelity") or {})
     for f in m.files:
-        kind = f"{f.backend}/{f.format}/{f.precision}" if f.role == "model" else f.role
+        kind = f"{f.backend}/{f.format}/{f.precision}" if f.role in ("model", "engine") else f.role
         if f.role == "model" and f.batch_invariant is not None:
             kind += ", batch-invariant" if f.batch_invariant else ", NOT batch-invariant (per-batch INT8 ranges)"
+        if f.role == "engine" and f.engine is not None:
+            e, p = f.engine, f.engine.profiles[0]
+            kind += (
+                f" engine from {f.source} for {e.gpu} (sm {e.compute_capability}, TensorRT {e.tensorrt}, hardware "
+                f"compatibility {e.hardware_compatibility_level}), profile max {p.max[0]}x{p.max[1]}"
+            )
         print(f"file        {f.path:<18} {f.size / 1e6:9.1f} MB  {kind}")
     for name, report in m.fidelity.items():
         if name == "trim":

@@ -9,6 +9,7 @@ See ``docs/bundle-format.md`` for the human-readable description.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,11 +43,31 @@ class ShapeProfile:
 
 
 @dataclass(frozen=True)
+class EngineSpec:
+    """What a prebuilt TensorRT engine in a bundle (a file of role ``engine``) was built for: the runtime uses it
+    only where these fit the device (:func:`mbert_edge.backends.tensorrt_compat.prebuilt_engine_mismatches`)."""
+
+    gpu: str  # the GPU's name as CUDA reports it, e.g. "Orin" or "NVIDIA GeForce RTX 4090"
+    compute_capability: str  # "major.minor", e.g. "8.7"
+    tensorrt: str  # the TensorRT version that built it, e.g. "10.3.0"
+    #: TensorRT's ``HardwareCompatibilityLevel`` member name: "NONE", "AMPERE_PLUS", "SAME_COMPUTE_CAPABILITY"
+    hardware_compatibility_level: str
+    profiles: tuple[ShapeProfile, ...]  # the optimization profiles it was built with
+    source_sha256: str | None = None  # SHA-256 of the ONNX file it was built from (its ``source``)
+    optimization_level: int | None = None  # TensorRT's builder optimization level (8.6+), for people
+
+    def compute_capability_tuple(self) -> tuple[int, int]:
+        major, minor = self.compute_capability.split(".")
+        return int(major), int(minor)
+
+
+@dataclass(frozen=True)
 class FileEntry:
     """One file of the bundle with its checksum; model files also say how they are run."""
 
     path: str
-    role: str  # "model", "weights" (a model's external tensor data) or "tokenizer"
+    #: "model", "weights" (a model's external tensor data), "tokenizer" or "engine" (a prebuilt TensorRT engine)
+    role: str
     size: int
     sha256: str
     backend: str | None = None  # model files: the runtime family that runs it, e.g. "onnxruntime"
@@ -62,6 +83,10 @@ class FileEntry:
     profiles: tuple[ShapeProfile, ...] | None = None
     #: TensorRT files: the oldest TensorRT version that builds it as intended, e.g. "8.6"
     min_tensorrt: str | None = None
+    #: prebuilt engines (role "engine"): the path of the model file it was built from
+    source: str | None = None
+    #: prebuilt engines: the device and TensorRT it was built for
+    engine: EngineSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -97,6 +122,10 @@ class Manifest:
         """The files with role "model", in manifest order."""
         return [f for f in self.files if f.role == "model"]
 
+    def engine_files(self, model: FileEntry | None = None) -> list[FileEntry]:
+        """The prebuilt TensorRT engines (role "engine"), in manifest order; of ``model`` only when given."""
+        return [f for f in self.files if f.role == "engine" and (model is None or f.source == model.path)]
+
     def files_of(self, model: FileEntry) -> list[FileEntry]:
         """``model`` and the weights file it reads its tensors from (what must be verified to run it)."""
         if model.external_data is None:
@@ -121,7 +150,7 @@ class Manifest:
         out.update(d)
         if self.labels is not None:
             out["labels"] = {str(k): v for k, v in sorted(self.labels.items())}
-        out["files"] = [{k: v for k, v in f.items() if v is not None} for f in d["files"]]
+        out["files"] = [{k: _drop_none(v) for k, v in f.items() if v is not None} for f in d["files"]]
         return out
 
     def to_json(self) -> str:
@@ -189,6 +218,14 @@ class Manifest:
             raise BundleFormatError("a feature-extraction manifest needs 'embedding'")
         if not any(f.role == "model" for f in files):
             raise BundleFormatError("the manifest lists no model file")
+        models = {f.path for f in files if f.role == "model"}
+        for f in files:
+            if f.role == "engine" and (f.engine is None or f.source not in models):
+                raise BundleFormatError(
+                    f"engine file {f.path} needs 'engine' (what it was built for) and a 'source' naming a listed model "
+                    f"file (it names {f.source!r}); the bundle is damaged, rebuild the engine with "
+                    "`mbert-edge build-engine BUNDLE --add-to-bundle`"
+                )
         weights = {f.path for f in files if f.role == "weights"}
         for f in files:
             if f.external_data is not None and f.external_data not in weights:
@@ -269,7 +306,46 @@ def _file_entry(x: Any) -> FileEntry:
         batch_invariant=_optional_bool(x, "batch_invariant"),
         profiles=_profiles(x.get("profiles")),
         min_tensorrt=None if x.get("min_tensorrt") is None else str(x["min_tensorrt"]),
+        source=_optional(x, "source", str),
+        engine=_engine_spec(x.get("engine")),
     )
+
+
+def _engine_spec(value: Any) -> EngineSpec | None:
+    """Parse a file entry's ``engine``: ``gpu``, ``compute_capability`` ("M.m"), ``tensorrt``,
+    ``hardware_compatibility_level``, ``profiles``, optional ``source_sha256`` and ``optimization_level``."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise BundleFormatError(f"manifest key 'engine' must be an object, not {value!r}")
+    cc = _typed(value, "compute_capability", str)
+    if not re.fullmatch(r"\d+\.\d+", cc):
+        raise BundleFormatError(f"engine compute_capability {cc!r} must be 'major.minor', e.g. '8.7'")
+    tensorrt = _typed(value, "tensorrt", str)
+    if not re.fullmatch(r"\d+\.\d+(\.\d+){0,2}", tensorrt):
+        raise BundleFormatError(f"engine tensorrt {tensorrt!r} must be a version such as '10.3.0'")
+    level = _typed(value, "hardware_compatibility_level", str)
+    if not re.fullmatch(r"[A-Z][A-Z0-9_]*", level):
+        raise BundleFormatError(
+            f"engine hardware_compatibility_level {level!r} must be a TensorRT HardwareCompatibilityLevel name such "
+            "as 'NONE' or 'AMPERE_PLUS'"
+        )
+    profiles = _profiles(_typed(value, "profiles", list))
+    assert profiles is not None
+    return EngineSpec(
+        gpu=_typed(value, "gpu", str),
+        compute_capability=cc,
+        tensorrt=tensorrt,
+        hardware_compatibility_level=level,
+        profiles=profiles,
+        source_sha256=_optional(value, "source_sha256", str),
+        optimization_level=_optional(value, "optimization_level", int),
+    )
+
+
+def _drop_none(value: Any) -> Any:
+    """A nested dict (a file's ``engine``) without its null keys, as the file entries themselves."""
+    return {k: v for k, v in value.items() if v is not None} if isinstance(value, dict) else value
 
 
 def _profiles(value: Any) -> tuple[ShapeProfile, ...] | None:

@@ -110,3 +110,96 @@ def workspace_bytes(total_device_memory: int, integrated: bool) -> int:
     tokenizer, the bundle and the OS; builds that take more get killed), and at least 256 MiB."""
     cap = (1 if integrated else 2) << 30
     return max(256 << 20, min(cap, total_device_memory // 4))
+
+
+# ------------------------------------------------------------------------------------------ prebuilt engines
+#: ``HardwareCompatibilityLevel`` members, by name (the enum exists from 8.6; before it every engine is NONE)
+HW_COMPAT_NONE = "NONE"  # only the GPU it was built on (we also require the same GPU model, see below)
+HW_COMPAT_AMPERE_PLUS = "AMPERE_PLUS"  # any Ampere or newer discrete GPU (sm 8.0+); not on Jetson/DRIVE
+HW_COMPAT_SAME_COMPUTE_CAPABILITY = "SAME_COMPUTE_CAPABILITY"  # any GPU of the same compute capability
+AMPERE = (8, 0)
+
+
+def hardware_compatibility_name(config_level: object | None) -> str:
+    """The name of a builder config's ``hardware_compatibility_level`` (an enum member, or None on 8.5, which has
+    no such attribute: its engines are all ``NONE``)."""
+    if config_level is None:
+        return HW_COMPAT_NONE
+    return str(getattr(config_level, "name", config_level))
+
+
+def same_tensorrt_version(built: str, here: str) -> bool:
+    """Whether an engine built by TensorRT ``built`` loads on TensorRT ``here``: the same version down to the patch
+    and, when both name one, the build number (TensorRT's rule for engines built without ``VERSION_COMPATIBLE``,
+    which this backend never sets). ``"10.3.0"`` fits ``"10.3.0.26"``; ``"10.3.1"`` does not."""
+    a, b = _version_parts(built), _version_parts(here)
+    if a is None or b is None:
+        return False
+    n = min(len(a), len(b))
+    return n >= 3 and a[:n] == b[:n]
+
+
+def _version_parts(text: str) -> tuple[int, ...] | None:
+    m = re.fullmatch(r"\s*(\d+)\.(\d+)(?:\.(\d+))?(?:\.(\d+))?\s*", text)
+    if not m:
+        return None
+    parts = [int(g) for g in m.groups() if g is not None]
+    return tuple(parts + [0] * (3 - len(parts))) if len(parts) < 3 else tuple(parts)
+
+
+def prebuilt_engine_mismatches(
+    *,
+    engine_gpu: str,
+    engine_compute_capability: tuple[int, int],
+    engine_tensorrt: str,
+    engine_hardware_compatibility: str,
+    gpu: str,
+    compute_capability: tuple[int, int],
+    tensorrt: str,
+    integrated: bool,
+    known_hardware_compatibility: frozenset[str] | set[str],
+) -> list[str]:
+    """Why an engine built for the first set of keys cannot run here (the second set), one phrase per key that
+    does not fit, in a fixed order; empty when it fits. The rules, by ``HardwareCompatibilityLevel`` name:
+
+    * TensorRT: the same version (:func:`same_tensorrt_version`), whatever the level;
+    * the level must be one this TensorRT knows (``known_hardware_compatibility``: the members of its enum);
+      ``AMPERE_PLUS`` also needs a discrete GPU (TensorRT supports hardware compatibility on neither JetPack nor
+      DRIVE OS) of compute capability 8.0 or newer;
+    * ``NONE``: the same compute capability and the same GPU model (TensorRT itself loads an engine on another
+      model of the same compute capability with a warning that it may be slower or fail; we build instead);
+    * ``SAME_COMPUTE_CAPABILITY``: the same compute capability, any GPU model;
+    * ``AMPERE_PLUS``: any compute capability from 8.0, any GPU model.
+    """
+    out = []
+    if not same_tensorrt_version(engine_tensorrt, tensorrt):
+        out.append(f"TensorRT version (engine {engine_tensorrt}, here {tensorrt})")
+    level = engine_hardware_compatibility
+    cc_e, cc_h = ".".join(map(str, engine_compute_capability)), ".".join(map(str, compute_capability))
+    if level not in known_hardware_compatibility:
+        out.append(
+            f"hardware compatibility level (engine {level}, not one that TensorRT {tensorrt} and this mbert-edge "
+            f"both know here: {', '.join(sorted(known_hardware_compatibility))})"
+        )
+        return out  # the other keys mean nothing under a level we cannot interpret
+    if level == HW_COMPAT_AMPERE_PLUS:
+        if integrated:
+            out.append(f"hardware compatibility level (engine {level}, which Jetson/integrated GPUs do not support)")
+        elif tuple(compute_capability) < AMPERE:
+            out.append(f"hardware compatibility level (engine {level} needs sm 8.0 or newer, here sm {cc_h})")
+        return out
+    if tuple(engine_compute_capability) != tuple(compute_capability):
+        out.append(f"compute capability (engine sm {cc_e}, here sm {cc_h}; hardware compatibility {level})")
+    if level == HW_COMPAT_NONE and engine_gpu != gpu:
+        out.append(f"GPU (engine {engine_gpu!r}, here {gpu!r}; hardware compatibility {level})")
+    return out
+
+
+def known_hardware_compatibility_names(enum: object | None) -> frozenset[str]:
+    """The ``HardwareCompatibilityLevel`` member names a TensorRT module offers (``trt.HardwareCompatibilityLevel``,
+    None on 8.5, which has only the implicit ``NONE``)."""
+    names = {HW_COMPAT_NONE}
+    for name in (HW_COMPAT_AMPERE_PLUS, HW_COMPAT_SAME_COMPUTE_CAPABILITY):
+        if enum is not None and hasattr(enum, name):
+            names.add(name)
+    return frozenset(names)
