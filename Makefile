@@ -141,3 +141,19 @@ test-floors: wheel-dist $(EXPECTED)
 	rm -rf $(WHEEL_CHECK)/floors && $(PYTHON) -m venv $(WHEEL_CHECK)/floors
 	$(WHEEL_CHECK)/floors/bin/python $(FRESH_PIP) -c tests/install/floors.txt $(WHEEL_CHECK)/dist/*.whl
 	$(WHEEL_CHECK)/floors/bin/python $(CHECK_INSTALL) runtime $(WHEEL_CHECK)/bundles --source . --at-floors --tol 1e-5
+
+# The CPU runtime on aarch64 (Jetson boards fall back to their ARM cores), emulated here: qemu-user (Debian's
+# qemu-user-static, apt-get installed as root when missing; the target skips with a message where that cannot be
+# done), Debian bookworm's arm64 python3.11 and PyPI's aarch64 wheels, all cached under build/aarch64/. Bundles are
+# exported on x86_64 by .venv (the default INT8 one once); the runtime from the checkout's source, without torch,
+# must match x86's results with the same onnxruntime version (tests/aarch64/check.py) and pass the pytest files
+# that need no torch. ORT_AARCH64 is the version verified under Debian's qemu 7.2 (>= 1.28 crashes there at import:
+# an emulator limit, tests/aarch64/README.md); ORT_NEWEST is probed there and verified under trixie's qemu 10.
+ORT_AARCH64 ?= 1.27.0
+ORT_NEWEST  ?= 1.32.0
+
+.PHONY: test-aarch64
+
+test-aarch64: $(STAMP) $(BUNDLE_INT8)/manifest.json
+	ORT_AARCH64=$(ORT_AARCH64) ORT_NEWEST=$(ORT_NEWEST) VENV=$(VENV) AARCH64_DEFAULT_BUNDLE=$(BUNDLE_INT8) \
+		bash tests/aarch64/run.sh
