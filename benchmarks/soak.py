@@ -22,10 +22,12 @@ result arrays see every shape a real model would, at a fraction of the arithmeti
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import logging
 import platform
 import random
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -52,7 +54,6 @@ def build_tiny(checkpoint: Path, out: Path) -> Path:
     """A 2-layer, 128-wide random-weight model with ``checkpoint``'s tokenizer and sentence-transformers files,
     exported to an INT8 bundle at ``out`` (reused when it exists)."""
     import shutil
-    import subprocess
 
     if (out / "manifest.json").is_file():
         return out
@@ -80,6 +81,7 @@ def main() -> None:
     ap.add_argument("bundle", type=Path, nargs="?", help="the bundle to soak (or --tiny-from)")
     ap.add_argument("--tiny-from", type=Path, help="soak a 2-layer random model with this checkpoint's tokenizer")
     ap.add_argument("--tiny-dir", type=Path, default=Path("build/soak-tiny"), help="where --tiny-from builds it")
+    ap.add_argument("--build-tiny-only", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--predictions", type=int, default=1_000_000)
     ap.add_argument("--every", type=int, default=10_000, help="read RSS every N predictions")
     ap.add_argument("--max-words", type=int, default=380, help="longest text in words (~512 e5 tokens)")
@@ -88,8 +90,13 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     ap.add_argument("--name", default="soak")
     args = ap.parse_args()
-    if args.tiny_from:
-        args.bundle = build_tiny(args.tiny_from, args.tiny_dir)
+    if args.build_tiny_only:
+        build_tiny(args.tiny_from, args.tiny_dir)
+        return
+    if args.tiny_from:  # built in a child process: torch must not count in this process's memory
+        cmd = [sys.executable, __file__, "--tiny-from", str(args.tiny_from), "--tiny-dir", str(args.tiny_dir)]
+        subprocess.run([*cmd, "--build-tiny-only"], check=True)
+        args.bundle = args.tiny_dir
     elif args.bundle is None:
         ap.error("give a BUNDLE or --tiny-from CHECKPOINT")
 
@@ -127,6 +134,7 @@ def main() -> None:
         "bundle": str(args.bundle),
         "model_file": model.model_file.path,
         "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
+        "versions": {m: importlib.metadata.version(m) for m in ("mbert-edge", "onnxruntime", "tokenizers", "numpy")},
         "predictions": done,
         "calls": calls,
         "max_words": args.max_words,
@@ -140,9 +148,15 @@ def main() -> None:
         "series": series,
     }
     args.out.mkdir(parents=True, exist_ok=True)
+    src = json.loads((args.bundle / "manifest.json").read_text()).get("source", {})
+    result["model"] = {k: src.get(k) for k in ("name_or_path", "num_hidden_layers", "hidden_size", "vocab_size")}
+    versions = ", ".join(f"{k} {v}" for k, v in result["versions"].items())
     (args.out / f"{args.name}.json").write_text(json.dumps(result, indent=2))
     (args.out / f"{args.name}.md").write_text(
-        f"# Soak: {args.bundle.name}\n\n{done:,} predictions in {calls:,} calls (texts of 1-{args.max_words} words, "
+        f"# Soak: {args.bundle.name}\n\nModel: {result['model']['num_hidden_layers']} layers, hidden "
+        f"{result['model']['hidden_size']}, vocabulary {result['model']['vocab_size']} ({model.model_file.path}); "
+        f"{result['machine']['cpu']}, Python {result['machine']['python']}, {versions}.\n\n"
+        f"{done:,} predictions in {calls:,} calls (texts of 1-{args.max_words} words, "
         f"batches of 1-64), {result['seconds']} s.\n\nRSS before load {before_load:.0f} MB (Python and the texts' word "
         f"pool), after load {series[0][1]:.0f} MB, after warm-up "
         f"(10% of the run) {warm:.0f} MB, highest after warm-up {max(after):.0f} MB "
