@@ -18,7 +18,7 @@ from pathlib import Path
 import onnx
 from onnx import external_data_helper
 
-from mbert_edge.bundle import sha256_file
+from mbert_edge.bundle import sha256_file, swap_in
 from mbert_edge.manifest import MANIFEST_NAME, FileEntry, Manifest
 from mbert_edge_export.errors import ExportError
 
@@ -91,18 +91,7 @@ def move_into_place(stage: Path, output: Path, force: bool) -> None:
     os.umask(umask)
     os.chmod(stage, 0o777 & ~umask)  # mkdtemp made it owner-only; the result is as readable as any new directory
     check_output(output, force)
-    old = None
-    if output.exists():
-        old = output.with_name(f".{output.name}.old-{os.getpid()}")
-        output.rename(old)
-    try:
-        stage.rename(output)
-    except OSError:
-        if old is not None:
-            old.rename(output)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    swap_in(stage, output)
 
 
 def commit(stage: Path, manifest: Manifest, output: Path, force: bool) -> Path:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import secrets
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,3 +130,22 @@ def _check_inside(root: Path, path: Path, name: str) -> None:
             f"bundle file {name} is a symbolic link leading out of the bundle directory {root} (to "
             f"{path.resolve()}); a bundle must hold its own files: copy them in instead of linking"
         )
+
+
+def swap_in(stage: Path, target: Path) -> None:
+    """Make the finished directory ``stage`` become ``target`` by renames: an existing ``target`` is moved aside
+    first, put back if the final rename fails, and deleted after it succeeds. How bundles are written whole (the
+    export stage, a distilled checkpoint, a prebuilt engine added to a bundle): a reader sees the old directory or
+    the new one, never a half-written one."""
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}-{secrets.token_hex(4)}")
+        target.rename(old)
+    try:
+        stage.rename(target)
+    except OSError:
+        if old is not None:
+            old.rename(target)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -29,7 +29,6 @@ import json
 import logging
 import os
 import re
-import secrets
 import shutil
 import tempfile
 import threading
@@ -45,6 +44,7 @@ from mbert_edge.backends import tensorrt_compat as compat
 from mbert_edge.backends.base import Backend
 from mbert_edge.errors import BackendUnavailableError, BundleIntegrityError, EngineBuildError, SigningError
 from mbert_edge.manifest import MANIFEST_NAME, EngineSpec, FileEntry, Manifest, ShapeProfile
+from mbert_edge.signing import SIGNATURE_NAME
 
 log = logging.getLogger(__name__)
 
@@ -554,7 +554,7 @@ def build_engine(
                         backend.optimization_level if compat.has_optimization_level(backend.version) else None
                     ),
                 )
-                signed = (bundle.path / _SIGNATURE_NAME).exists()
+                signed = (bundle.path / SIGNATURE_NAME).exists()
                 added = add_engine_to_bundle(bundle.path, entry, backend.serialized_engine(), spec, force=force)
                 info.update(added=added.path, bundle_file=added.path, signature_removed=signed)
     finally:
@@ -562,7 +562,6 @@ def build_engine(
     return info
 
 
-_SIGNATURE_NAME = "manifest.sig"  # mbert_edge.signing.SIGNATURE_NAME (not imported: that module is for signing)
 #: the manifest ``format`` of a prebuilt engine (TensorRT's serialized engine, a "plan")
 ENGINE_FORMAT = "tensorrt-plan"
 
@@ -577,10 +576,10 @@ def engine_file_name(model_path: str, spec: EngineSpec) -> str:
 
 
 def _refuse_if_signed(root: Path, force: bool) -> None:
-    if force or not (root / _SIGNATURE_NAME).exists():
+    if force or not (root / SIGNATURE_NAME).exists():
         return
     raise SigningError(
-        f"{root} is signed ({_SIGNATURE_NAME}); adding an engine changes its manifest.json, so that signature would "
+        f"{root} is signed ({SIGNATURE_NAME}); adding an engine changes its manifest.json, so that signature would "
         "no longer match. Pass --force to add it anyway (manifest.sig is removed), then re-sign the bundle: "
         f"mbert-edge sign {root} --key PRIVATE_KEY (see docs/signing.md)"
     )
@@ -611,15 +610,15 @@ def add_engine_to_bundle(
     updated = dataclasses.replace(manifest, files=[*(f for f in manifest.files if f.path != name), new])
     text = updated.to_json()
     Manifest.from_dict(json.loads(text))  # what is written must read back
-    _rewrite_bundle(root, {name: plan, MANIFEST_NAME: text.encode("utf-8")}, drop={_SIGNATURE_NAME})
+    _rewrite_bundle(root, {name: plan, MANIFEST_NAME: text.encode("utf-8")}, drop={SIGNATURE_NAME})
     log.info("added the prebuilt TensorRT engine %s (%d bytes) to %s", name, len(plan), root)
     return new
 
 
 def _rewrite_bundle(root: Path, writes: dict[str, bytes], drop: set[str]) -> None:
     """Replace ``root`` by a copy with ``writes`` (relative path -> bytes) written and ``drop`` left out, through a
-    staging directory beside it and two renames (the scheme of export's ``move_into_place``)."""
-    from mbert_edge.bundle import Bundle
+    staging directory beside it and :func:`mbert_edge.bundle.swap_in`."""
+    from mbert_edge.bundle import Bundle, swap_in
 
     stage = Path(tempfile.mkdtemp(prefix=f".{root.name}.partial-", dir=root.parent))
     try:
@@ -638,17 +637,10 @@ def _rewrite_bundle(root: Path, writes: dict[str, bytes], drop: set[str]) -> Non
             _write_new(stage / name, data)
         Bundle.open(stage, verify=False)  # the staged bundle is complete: every listed file, with its size
         os.chmod(stage, root.stat().st_mode & 0o7777)  # mkdtemp made it owner-only
-        old = root.with_name(f".{root.name}.old-{os.getpid()}-{secrets.token_hex(4)}")
-        root.rename(old)
-        try:
-            stage.rename(root)
-        except OSError:
-            old.rename(root)
-            raise
+        swap_in(stage, root)
     finally:
         if stage.exists():
             shutil.rmtree(stage, ignore_errors=True)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _link_or_copy(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
