@@ -85,8 +85,9 @@ clean:
 	rm -rf $(VENV) $(BENCH_VENV) bundles benchmarks/work .pytest_cache .ruff_cache
 	rm -rf examples/node/node_modules examples/browser/node_modules
 
-# Batch scoring's Ray engine (tests/test_batch_ray.py) on a local Ray instance (ray.init(num_cpus=2)); the ray extra
-# is installed into .venv the first time.
+# Batch scoring's Ray engine on a local Ray instance (tests/test_batch_ray.py, ray.init(num_cpus=2)) and joining a
+# two-node cluster on this machine (tests/test_batch_ray_cluster.py); the ray extra is installed into .venv the first
+# time.
 RAY_STAMP := $(VENV)/.installed-ray
 
 .PHONY: test-ray
@@ -96,7 +97,7 @@ $(RAY_STAMP): $(STAMP)
 	touch $(RAY_STAMP)
 
 test-ray: $(RAY_STAMP)
-	MBERT_EDGE_TEST_RAY=1 $(PY) -m pytest -q -m ray tests/test_batch_ray.py
+	MBERT_EDGE_TEST_RAY=1 $(PY) -m pytest -q -m ray tests/test_batch_ray.py tests/test_batch_ray_cluster.py
 
 # Install as users do: `python -m build` makes the sdist and, from it, the wheel; each is installed into a fresh venv
 # under build/wheel-check/ and checked by tests/install/check_install.py. The wheel with the runtime only: tiny

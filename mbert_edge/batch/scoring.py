@@ -7,7 +7,10 @@ scored row by row, so that only the offending rows get an ``error``.
 Test-only hook: ``MBERT_EDGE_BATCH_TEST_KILL=WHO:POINT:SHARD`` (WHO ``worker``, ``parent`` or ``orphan``,
 POINT ``mid-shard``, ``before-rename`` or ``after-rename``) SIGKILLs the worker, or the parent and then the
 worker, or only the parent (``orphan``: the worker then waits, and must be ended by its parent-death watch),
-when shard SHARD reaches POINT on its first attempt.
+when shard SHARD reaches POINT on its first attempt. WHO ``hang`` stops the process there instead, for a test to
+kill the driver from outside. With ``MBERT_EDGE_BATCH_TEST_KILL_ONCE=PATH`` the hook fires only in the process
+that creates PATH first (the signal to such a test, and the only way to tell a Ray retry, which runs in a
+restarted actor, from a first attempt). The Ray engine passes both variables on to its actors.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ log = logging.getLogger(__name__)
 
 CHUNK_ROWS = 2048  # texts per predictor call: long enough for length-sorted batching to pay off
 KILL_ENV = "MBERT_EDGE_BATCH_TEST_KILL"
+KILL_ONCE_ENV = "MBERT_EDGE_BATCH_TEST_KILL_ONCE"
 KILL_POINTS = ("mid-shard", "before-rename", "after-rename")
 
 
@@ -70,6 +74,15 @@ def _kill_hook(point: str, shard: int, attempt: int) -> None:
         return
     who, where, index = spec.split(":")
     if where != point or int(index) != shard:
+        return
+    once = os.environ.get(KILL_ONCE_ENV)
+    if once:
+        try:
+            os.close(os.open(once, os.O_CREAT | os.O_EXCL | os.O_WRONLY))  # atomic: one process wins
+        except FileExistsError:
+            return
+    if who == "hang":
+        time.sleep(3600)  # the test kills the driver (Ray then ends this actor)
         return
     if who in ("parent", "orphan"):
         os.kill(os.getppid(), signal.SIGKILL)
