@@ -8,7 +8,7 @@ PIP    := $(PY) -m pip install -q --disable-pip-version-check -c constraints.txt
 STAMP  := $(VENV)/.installed
 BUNDLE := bundles/e5-small
 
-.PHONY: demo test lint setup bench clean
+.PHONY: demo test lint setup bench bench-batch clean
 
 setup: $(STAMP)
 
@@ -63,15 +63,16 @@ test-browser: $(STAMP)
 	MBERT_EDGE_TEST_BROWSER=1 MBERT_EDGE_BROWSER_BUNDLE=$(BUNDLE_INT8) MBERT_EDGE_BROWSER_SCREENSHOT=docs/browser-demo.png \
 		$(PY) -m pytest -q -rs tests/test_browser_page.py
 
-# The benchmark: peers (PyTorch, Optimum, OpenVINO + NNCF) live in their own venv, because Optimum pins
-# transformers < 4.58 while the export stage uses transformers 5. Our bundles are built by the main venv.
+# The benchmark: peers (PyTorch, Optimum, OpenVINO + NNCF, sentence-transformers) live in their own venv, because
+# Optimum pins transformers < 4.58 while the export stage uses transformers 5. Our bundles are built by the main venv.
 BENCH_VENV := .venv-bench
 BENCH_STAMP := $(BENCH_VENV)/.installed
 
 $(BENCH_STAMP): benchmarks/constraints.txt
 	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install -q --disable-pip-version-check -c benchmarks/constraints.txt \
-		torch "optimum-onnx[onnxruntime]" transformers onnxruntime onnx openvino nncf matplotlib tokenizers
+		torch "optimum-onnx[onnxruntime]" transformers onnxruntime onnx openvino nncf matplotlib tokenizers \
+		sentence-transformers
 	$(BENCH_VENV)/bin/python -m pip install -q --disable-pip-version-check --no-deps -c benchmarks/constraints.txt \
 		-e . dataset-build
 	touch $(BENCH_STAMP)
@@ -98,6 +99,17 @@ $(RAY_STAMP): $(STAMP)
 
 test-ray: $(RAY_STAMP)
 	MBERT_EDGE_TEST_RAY=1 $(PY) -m pytest -q -m ray tests/test_batch_ray.py tests/test_batch_ray_cluster.py
+
+# Batch scoring (issue #13 section 5): 100,000 corpus sentences through the default bundle (INT8 and fp32), our
+# single process, both processes x threads splits and Ray, against the transformers loop and sentence-transformers
+# (peers and fp32 on the first 10,000: about 50 minutes on 2 cores). Not part of .ci/run.
+BENCH_E5 := benchmarks/work/e5-small
+bench-batch: $(RAY_STAMP) $(BENCH_STAMP)
+	$(PY) benchmarks/prepare.py --work benchmarks/work --models e5-small
+	$(PY) benchmarks/batch_scoring.py --bundle int8=$(BENCH_E5)/bundle-int8-dynamic --bundle fp32=$(BENCH_E5)/bundle-fp32 \
+		--checkpoint $(BENCH_E5)/checkpoint --peer-python $(BENCH_VENV)/bin/python --texts 100000 --small 10000 \
+		--limit 'transformers-loop=10000' --limit 'sentence-transformers=10000' --limit '*-fp32=10000' \
+		--skip '*-fp32@*' --out benchmarks/results/batch-scoring
 
 # Install as users do: `python -m build` makes the sdist and, from it, the wheel; each is installed into a fresh venv
 # under build/wheel-check/ and checked by tests/install/check_install.py. The wheel with the runtime only: tiny
