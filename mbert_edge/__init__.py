@@ -37,6 +37,7 @@ from mbert_edge.predictor import Predictor
 from mbert_edge.tokenizer import BundleTokenizer
 
 if TYPE_CHECKING:
+    from mbert_edge.backends.base import Backend
     from mbert_edge.signing import PublicKeys
 
 __version__ = "0.1.0"
@@ -63,7 +64,8 @@ def load(
         truncation: cut texts longer than the bundle's ``max_length`` tokens (default); with ``False`` such
             a text raises :class:`TextTooLongError`.
         verify: check the SHA-256 of the files it loads (the chosen model file, its weights and the tokenizer)
-            against the manifest (default); every listed file's presence and size is always checked.
+            against the manifest, each before it is read (default); every listed file's presence and size is
+            always checked.
         public_key: require a valid ``manifest.sig`` by this Ed25519 public key (a key file path, PEM, raw
             32 bytes or their base64 text; a list/tuple accepts any of several keys). It is checked first,
             before any other file is read, and the files loaded are then hashed (needs ``verify=True``).
@@ -85,13 +87,20 @@ def load(
         signature.check_manifest(bundle.manifest)  # the manifest parsed is the one whose signature was checked
     backend_cls, entry = backends.choose(backend, bundle.manifest.model_files(), precision)
     tokenizer_entry = bundle.manifest.tokenizer_file()
-    if verify:  # hash what this predictor reads; `mbert-edge info` hashes every file
-        bundle.verify([*bundle.manifest.files_of(entry), tokenizer_entry])
-    bundle.check_model_references(entry)  # the graph reads no tensor data that the manifest does not pin
-    # The backend's session is built on a second thread while this one parses the tokenizer, which holds the
-    # GIL (a 250k-piece Unigram vocabulary takes ~0.6 s); ONNX Runtime does much of its setup without the GIL.
+    if verify:  # hash what this predictor reads, each file before it is read; `mbert-edge info` hashes every file
+        bundle.verify([tokenizer_entry])
+
+    def open_backend() -> Backend:
+        if verify:
+            bundle.verify(bundle.manifest.files_of(entry))
+        bundle.check_model_references(entry)  # the graph reads no tensor data that the manifest does not pin
+        return backend_cls(bundle.file_path(entry), threads=threads, precision=entry.precision)
+
+    # The model files are hashed and the backend's session built on a second thread while this one parses the
+    # tokenizer, which holds the GIL (a 250k-piece Unigram vocabulary takes ~0.6 s, 72k pieces ~0.11 s); hashing
+    # and much of ONNX Runtime's setup run without the GIL.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mbert-edge-load") as pool:
-        backend_future = pool.submit(backend_cls, bundle.file_path(entry), threads=threads, precision=entry.precision)
+        backend_future = pool.submit(open_backend)
         tokenizer = BundleTokenizer(
             bundle.file_path(tokenizer_entry), bundle.manifest.max_length, truncation=truncation
         )
