@@ -290,12 +290,128 @@ class TorchRunner:
         return self.embed(texts) if self.task == FEATURE_EXTRACTION else self.predict_labels(texts)
 
 
-Runner = BundleRunner | TorchRunner
+class OnnxPeerRunner:
+    """A peer's ONNX file of the teacher (Optimum's INT8 export: ``ORTQuantizer`` with
+    ``AutoQuantizationConfig.avx512_vnni(is_static=False, per_channel=True)``, as ``benchmarks/variants.py``
+    builds it) run as Optimum's ``ORTModel`` runs it, without its Python wrapper (which can only add time):
+    ONNX Runtime on CPU with ``threads`` threads, the checkpoint's fast tokenizer (truncation at
+    ``max_length``), batches of :data:`PYTORCH_BATCH` sorted by length, pooling, prefix and normalization as
+    the bundles' manifest says, argmax of the logits for classifiers."""
+
+    kind = "onnx-peer"
+
+    def __init__(
+        self,
+        model: Path,
+        checkpoint: Path,
+        threads: int | None,
+        task: str,
+        embedding: EmbeddingSpec | None = None,
+    ) -> None:
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self.model = Path(model)
+        self.path = self.model.parent
+        self.checkpoint = Path(checkpoint)
+        self.task = task
+        self.embedding = embedding
+        self.session = ort.InferenceSession(str(self.model), options, providers=["CPUExecutionProvider"])
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        config = json.loads((self.checkpoint / "config.json").read_text())
+        self.max_length = int(config.get("max_position_embeddings", 512))
+        if config.get("model_type") in ("xlm-roberta", "roberta"):
+            self.max_length -= 2  # position ids start after the padding index
+        self.labels = {int(k): v for k, v in (config.get("id2label") or {}).items()}
+        tok = Tokenizer.from_file(str(self.checkpoint / "tokenizer.json"))
+        self.tokenizer = raw_tokenizer(tok)
+        tok.no_padding()
+        tok.enable_truncation(self.max_length)
+        self.encoder = tok
+        self.pad_id = tok.token_to_id("<pad>") or tok.token_to_id("[PAD]") or 0
+
+    @property
+    def default_prefix(self) -> str:
+        """The prefix put in front of every text by default (the bundles' ``default_prefix``)."""
+        return self.embedding.default_prefix if self.embedding else ""
+
+    def describe(self) -> dict[str, Any]:
+        """What was run: the ONNX file and its quantization settings (Optimum's ``ort_config.json``)."""
+        quant = {}
+        ort_config = self.path / "ort_config.json"
+        if ort_config.exists():
+            q = json.loads(ort_config.read_text()).get("quantization") or {}
+            quant = {k: q.get(k) for k in ("format", "is_static", "per_channel", "weights_dtype", "activations_dtype")}
+        return {
+            "kind": self.kind,
+            "path": str(self.path),
+            "model_file": self.model.name,
+            "precision": "int8" if quant else "fp32",
+            "quantization": quant or None,
+            "tokenizer": str(self.checkpoint / "tokenizer.json"),
+            "max_length": self.max_length,
+            "vocab_size": self.tokenizer.get_vocab_size(),
+        }
+
+    def _outputs(self, texts: list[str]) -> Iterable[tuple[list[int], np.ndarray, np.ndarray]]:
+        encs = self.encoder.encode_batch(texts)
+        order = sorted(range(len(encs)), key=lambda i: len(encs[i].ids))
+        for start in range(0, len(order), PYTORCH_BATCH):
+            idx = order[start : start + PYTORCH_BATCH]
+            width = max(len(encs[i].ids) for i in idx)
+            ids = np.full((len(idx), width), self.pad_id, dtype=np.int64)
+            mask = np.zeros((len(idx), width), dtype=np.int64)
+            for row, i in enumerate(idx):
+                ids[row, : len(encs[i].ids)] = encs[i].ids
+                mask[row, : len(encs[i].ids)] = 1
+            feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+            out = self.session.run(None, {k: feeds[k] for k in self.input_names})[0]
+            yield idx, out, mask
+
+    def embed(self, texts: list[str], prefix: str | None = None) -> np.ndarray:
+        """Pooled (and, as the manifest says, L2-normed) embeddings, pooled as the runtime pools."""
+        from mbert_edge.tasks.embedding import l2_normalize, pool
+
+        spec = self.embedding
+        prefix = self.default_prefix if prefix is None else prefix
+        texts = [prefix + t for t in texts]
+        out: np.ndarray | None = None
+        for idx, hidden, mask in self._outputs(texts):
+            vectors = pool(hidden.astype(np.float32), mask, spec.pooling if spec else "mean")
+            vectors = l2_normalize(vectors) if spec is None or spec.normalize else vectors
+            if out is None:
+                out = np.empty((len(texts), vectors.shape[1]), dtype=np.float32)
+            out[idx] = vectors
+        return out if out is not None else np.empty((0, 0), dtype=np.float32)
+
+    def predict_labels(self, texts: list[str]) -> list[str]:
+        """The best label's name per text."""
+        out = [""] * len(texts)
+        for idx, logits, _ in self._outputs(texts):
+            for i, k in zip(idx, logits.argmax(-1).tolist(), strict=True):
+                out[i] = self.labels.get(int(k), str(k))
+        return out
+
+    def run(self, texts: list[str]) -> Any:
+        """The call a user makes (what is timed)."""
+        return self.embed(texts) if self.task == FEATURE_EXTRACTION else self.predict_labels(texts)
 
 
-def load_runners(bundles: Mapping[str, Path], checkpoint: Path | None, threads: int | None) -> dict[str, Runner]:
-    """One runner per entry: the bundles, then ``pytorch`` when a checkpoint is given (its task and embedding
-    spec from the bundles). Every entry must have the same task."""
+Runner = BundleRunner | TorchRunner | OnnxPeerRunner
+
+
+def load_runners(
+    bundles: Mapping[str, Path],
+    checkpoint: Path | None,
+    threads: int | None,
+    onnx_peers: Mapping[str, Path] | None = None,
+) -> dict[str, Runner]:
+    """One runner per entry: the bundles, the ONNX peers (the checkpoint's tokenizer), then ``pytorch`` when a
+    checkpoint is given (its task and embedding spec from the bundles). Every entry must have the same task."""
     runners: dict[str, Runner] = {}
     for name, path in bundles.items():
         runners[name] = BundleRunner(path, threads)
@@ -306,8 +422,13 @@ def load_runners(bundles: Mapping[str, Path], checkpoint: Path | None, threads: 
     if checkpoint is not None:
         task = next(iter(tasks)) if tasks else checkpoint_task(checkpoint)
         spec = next((r.embedding for r in runners.values() if r.embedding is not None), None)
+        for name, model in (onnx_peers or {}).items():
+            runners[name] = OnnxPeerRunner(model, checkpoint, threads, task, spec)
+            log.info("loaded %s: %s (ONNX Runtime, %s's tokenizer)", name, model, checkpoint)
         runners[PYTORCH] = TorchRunner(checkpoint, threads, task, spec)
         log.info("loaded %s: %s (PyTorch fp32, %s)", PYTORCH, checkpoint, task)
+    elif onnx_peers:
+        raise SystemExit("error: --onnx-peer needs --teacher-checkpoint (its tokenizer and config)")
     return runners
 
 
@@ -529,6 +650,12 @@ def size_on_disk(path: Path, runner: Runner | None = None) -> dict[str, Any]:
     """Every file under ``path`` (MB, 1e6 bytes), the tokenizer files apart, and the model file the runtime
     loads (with its external weights) for a bundle."""
     files = [p for p in Path(path).rglob("*") if p.is_file()]
+    if isinstance(runner, OnnxPeerRunner):  # the peer's directory holds no tokenizer: the checkpoint's ships too
+        files = [p for p in files if p.name != "tokenizer.json"]
+        files.append(runner.checkpoint / "tokenizer.json")
+        tok = (runner.checkpoint / "tokenizer.json").stat().st_size
+        total = sum(p.stat().st_size for p in files)
+        return {"size_mb": round(total / 1e6, 2), "tokenizer_mb": round(tok / 1e6, 2), "files": len(files)}
     total = sum(p.stat().st_size for p in files)
     tok_names = set(TOKENIZER_FILES)
     if isinstance(runner, BundleRunner):
@@ -578,6 +705,23 @@ def child_pytorch(checkpoint: str, threads: int, texts_file: str, task: str, spe
     print(json.dumps({"import_s": t1 - t0, "cold_start_s": t2 - t1, "peak_rss_mb": vm_hwm_mb()}))
 
 
+def child_onnx_peer(model: str, checkpoint: str, threads: int, texts_file: str, task: str, spec_json: str) -> None:
+    """The cold-start subprocess for an ONNX peer (run by ``--child-onnx-peer``): as :func:`child_pytorch`."""
+    t0 = time.perf_counter()
+    import onnxruntime  # noqa: F401
+    import tokenizers  # noqa: F401
+
+    from mbert_edge.manifest import EmbeddingSpec
+
+    t1 = time.perf_counter()
+    spec = EmbeddingSpec(**json.loads(spec_json)) if spec_json != "null" else None
+    runner = OnnxPeerRunner(Path(model), Path(checkpoint), threads, task, spec)
+    runner.run(["x"])
+    t2 = time.perf_counter()
+    runner.run(json.loads(Path(texts_file).read_text(encoding="utf-8")))
+    print(json.dumps({"import_s": t1 - t0, "cold_start_s": t2 - t1, "peak_rss_mb": vm_hwm_mb()}))
+
+
 def vm_hwm_mb() -> float:
     """This process's peak resident memory (VmHWM), MB."""
     with open("/proc/self/status") as f:
@@ -590,6 +734,9 @@ def cold_start_command(runner: Runner, threads: int, texts_file: Path) -> list[s
         return [sys.executable, "-c", BUNDLE_CHILD, str(runner.path), str(threads), str(texts_file)]
     spec = runner.embedding
     spec_json = json.dumps(spec.__dict__) if spec is not None else "null"
+    if isinstance(runner, OnnxPeerRunner):
+        return [sys.executable, str(Path(__file__).resolve()), "--child-onnx-peer", str(runner.model),
+                str(runner.checkpoint), str(threads), str(texts_file), runner.task, spec_json]  # fmt: skip
     return [
         sys.executable,
         str(Path(__file__).resolve()),
@@ -897,7 +1044,9 @@ def markdown(result: Mapping[str, Any]) -> str:
         f"Command: `{result['command']}`",
         "",
         "Every entry runs as a user runs it, tokenization included (bundles: `mbert_edge.load(p).embed(texts)` / "
-        "`.predict(texts)`; pytorch: transformers, fp32). Latency: median (p90) ms of one call of "
+        "`.predict(texts)`; pytorch: transformers, fp32; ONNX peers: the peer's file in ONNX Runtime with the "
+        "checkpoint's fast tokenizer, batches of 32 sorted by length, as Optimum's ORTModel without its "
+        "wrapper). Latency: median (p90) ms of one call of "
         f"{result['timing']['calls_note']}; throughput: texts per second at b32 x s128. Texts: held-out corpus "
         "paragraphs of the kept languages cut by tokens to exactly 16 / 128 tokens for every entry (prefix and "
         "special tokens included). Ratios: the baseline's time / the entry's (above 1: faster). Size: every file "
@@ -1043,16 +1192,16 @@ def _summary_rows(
 # -------------------------------------------------------------------------------------------------- main
 
 
-def parse_bundles(specs: Sequence[str]) -> dict[str, Path]:
+def parse_bundles(specs: Sequence[str], option: str = "--bundle") -> dict[str, Path]:
     """``NAME=PATH`` pairs in order; names unique and not ``pytorch``."""
     out: dict[str, Path] = {}
     for spec in specs:
         name, sep, path = spec.partition("=")
         name = name.strip()
         if not sep or not name or not path:
-            raise ValueError(f"--bundle takes NAME=PATH, got {spec!r}")
+            raise ValueError(f"{option} takes NAME=PATH, got {spec!r}")
         if name == PYTORCH or name in out:
-            raise ValueError(f"--bundle name {name!r} is {'reserved' if name == PYTORCH else 'given twice'}")
+            raise ValueError(f"{option} name {name!r} is {'reserved' if name == PYTORCH else 'given twice'}")
         out[name] = Path(path)
     return out
 
@@ -1073,19 +1222,29 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--quick", action="store_true", help="a trial run: few repeats and texts")
     ap.add_argument("--rounds", type=int, default=None, help="timing rounds (default 20; --quick 3)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--onnx-peer", action="append", default=[], metavar="NAME=MODEL.onnx",
+        help="a peer's ONNX file of the teacher (e.g. Optimum's INT8 export), run with the checkpoint's tokenizer",
+    )  # fmt: skip
     ap.add_argument("--child-pytorch", nargs=5, help=argparse.SUPPRESS)
+    ap.add_argument("--child-onnx-peer", nargs=6, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    if args.child_pytorch:
+    if args.child_pytorch or args.child_onnx_peer:
         return args
     try:
         args.bundles = parse_bundles(args.bundle)
+        args.onnx_peers = parse_bundles(args.onnx_peer, option="--onnx-peer")
     except ValueError as exc:
         ap.error(str(exc))
+    if args.onnx_peers and not args.teacher_checkpoint:
+        ap.error("--onnx-peer needs --teacher-checkpoint (the peer runs with the checkpoint's tokenizer)")
+    if clash := set(args.onnx_peers) & set(args.bundles):
+        ap.error(f"entry name(s) given twice: {', '.join(sorted(clash))}")
     if not args.bundles and not args.teacher_checkpoint:
         ap.error("give --bundle NAME=PATH (and/or --teacher-checkpoint DIR)")
     if args.out is None:
         ap.error("--out is required (e.g. benchmarks/results/students-e5-small)")
-    names = [*args.bundles, *([PYTORCH] if args.teacher_checkpoint else [])]
+    names = [*args.bundles, *args.onnx_peers, *([PYTORCH] if args.teacher_checkpoint else [])]
     args.reference = args.reference or (PYTORCH if args.teacher_checkpoint else names[0])
     if args.reference not in names:
         ap.error(f"--reference {args.reference!r} is not an entry ({', '.join(names)})")
@@ -1191,6 +1350,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         checkpoint, threads, texts_file, task, spec_json = args.child_pytorch
         child_pytorch(checkpoint, int(threads), texts_file, task, spec_json)
         return
+    if args.child_onnx_peer:
+        model, checkpoint, threads, texts_file, task, spec_json = args.child_onnx_peer
+        child_onnx_peer(model, checkpoint, int(threads), texts_file, task, spec_json)
+        return
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("mbert_edge").setLevel(logging.ERROR)  # long held-out paragraphs are cut: expected
     with contextlib.suppress(ImportError):
@@ -1203,7 +1366,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     load_before = os.getloadavg()
     with teacher_checkpoint(args.teacher_checkpoint) as ckpt:
-        runners = load_runners(args.bundles, ckpt, args.threads)
+        runners = load_runners(args.bundles, ckpt, args.threads, args.onnx_peers)
         kept = [x for x in args.languages.split(",") if x]
         result = measure(
             runners,

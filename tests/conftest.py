@@ -47,6 +47,20 @@ def dataset_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "data"
 
 
+def load_script(path: Path, name: str):
+    """Import a script that is not part of a package (``benchmarks/*.py``) by its file path, once per session,
+    as module ``name``."""
+    import sys
+
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def corpus_lines(langs=LANGS, per_lang: int = 200) -> list[tuple[str, str]]:
     """(language, line) pairs: the first ``per_lang`` non-empty lines of each language's files."""
     out = []

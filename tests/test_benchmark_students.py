@@ -6,27 +6,14 @@ around it (ratios, targets, margins, exact-length texts) is right.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import load_script
 
-def _students():
-    name = "bench_students"
-    if name in sys.modules:
-        return sys.modules[name]
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "students.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-S = _students()
+S = load_script(Path(__file__).resolve().parents[1] / "benchmarks" / "students.py", "bench_students")
 
 TEXTS = {
     "en": [
@@ -163,7 +150,10 @@ def test_quick_run_on_tiny_encoders(bundles, checkpoints, tmp_path):
     de = q["languages"]["de"]["entries"]
     assert de[S.PYTORCH]["cosine_mean"] == pytest.approx(1.0, abs=1e-5)
     assert de["tiny-fp32"]["cosine_mean"] > 0.999
-    assert de[S.PYTORCH]["retention"] == pytest.approx(1.0)
+    # the reference's retention is 1 where it retrieves anything (the tiny model's WordPiece vocabulary is trained
+    # anew each session, and tokenizers' trainer breaks ties at random: on 6 sentences it may retrieve none)
+    ref_de = de[S.PYTORCH]
+    assert ref_de["retention"] == (pytest.approx(1.0) if ref_de["retrieval"] else None)
     assert q["languages"]["en"]["entries"][S.PYTORCH]["retrieval"] is not None  # English: en -> x over kept x
     worst = q["summary"]["tiny-fp32"]["retention"]["worst_kept"]
     assert worst["lang"] in ("en", "de", "ru")
@@ -227,3 +217,64 @@ def _tiny_settings(cls):
             return cls(rounds=1, reps=(("b1s16", 1), ("b1s128", 1), ("b32s128", 1)), per_language=2, cold_repeats=1)
 
     return Tiny
+
+
+def test_onnx_peer_runs_the_checkpoint_like_pytorch(checkpoints, bundles, tmp_path):
+    """An ONNX peer (a plain export of the checkpoint, as Optimum writes one) embeds as transformers does,
+    is sized with the checkpoint's tokenizer, and its cold-start child runs."""
+    import shutil
+
+    import torch
+    import transformers
+
+    from mbert_edge.manifest import Manifest
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(checkpoints["feature-extraction"], ckpt)
+    transformers.AutoTokenizer.from_pretrained(str(ckpt)).backend_tokenizer.save(str(ckpt / "tokenizer.json"))
+    peer_dir = tmp_path / "peer"
+    peer_dir.mkdir()
+    encoder = transformers.AutoModel.from_pretrained(str(ckpt)).eval()
+
+    class Plain(torch.nn.Module):  # what Optimum exports: the encoder's last hidden state
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder = encoder
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+            return out.last_hidden_state
+
+    ids = torch.ones((2, 5), dtype=torch.long)
+    torch.onnx.export(
+        Plain(), (ids, torch.ones_like(ids), torch.zeros_like(ids)), str(peer_dir / "model.onnx"),
+        input_names=["input_ids", "attention_mask", "token_type_ids"], output_names=["last_hidden_state"],
+        dynamic_axes={n: {0: "b", 1: "s"} for n in ("input_ids", "attention_mask", "token_type_ids")},
+        opset_version=17, dynamo=False,
+    )  # fmt: skip
+    spec = Manifest.read(bundles["feature-extraction"] / "manifest.json").embedding
+    peer = S.OnnxPeerRunner(peer_dir / "model.onnx", ckpt, 1, S.FEATURE_EXTRACTION, spec)
+    torch_runner = S.TorchRunner(ckpt, 1, S.FEATURE_EXTRACTION, spec)
+    texts = [t for texts in TEXTS.values() for t in texts] + ["short", "x " * 300]  # one text past max_length
+    got, want = peer.embed(texts), torch_runner.embed(texts)
+    np = pytest.importorskip("numpy")
+    assert got.shape == want.shape
+    assert np.abs(got - want).max() < 1e-4
+    d = peer.describe()
+    assert d["kind"] == "onnx-peer" and d["model_file"] == "model.onnx" and d["precision"] == "fp32"
+    size = S.size_on_disk(peer.path, peer)
+    assert size["tokenizer_mb"] == round((ckpt / "tokenizer.json").stat().st_size / 1e6, 2)
+    texts_file = tmp_path / "b32.json"
+    texts_file.write_text(json.dumps(texts), encoding="utf-8")
+    import subprocess
+
+    out = subprocess.run(S.cold_start_command(peer, 1, texts_file), capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    cold = json.loads(out.stdout.strip().splitlines()[-1])
+    assert cold["cold_start_s"] > 0 and cold["peak_rss_mb"] > 10
+
+
+def test_onnx_peer_needs_the_teacher_checkpoint(capsys):
+    with pytest.raises(SystemExit):
+        S.parse_args(["--bundle", "a=x", "--onnx-peer", "optimum-int8=m.onnx", "--out", "o"])
+    assert "--onnx-peer needs --teacher-checkpoint" in capsys.readouterr().err
