@@ -117,13 +117,15 @@ def _entry(spec: dict) -> dict:
             **({"shard_rows": spec["shard_rows"]} if spec.get("shard_rows") else {}),
         )  # fmt: skip
         assert report.errors == 0, report
+        wall = time.perf_counter() - start  # the job is done: what follows is the benchmark's own check
         texts = [None] * report.rows_in
         first = sorted(out.glob("part-*.parquet"))[0]
         emb = np.asarray(pq.read_table(first, columns=["embedding"]).column("embedding").to_pylist()[:CHECK_ROWS])
         shutil.rmtree(out)  # 100,000 embeddings are 150 MB of Parquet per entry
     else:
         raise SystemExit(f"unknown entry kind {kind}")
-    wall = time.perf_counter() - start
+    if kind not in ("score", "ray"):
+        wall = time.perf_counter() - start
     np.save(work / "first.npy", np.asarray(emb[:CHECK_ROWS], dtype=np.float32))
     return {"rows": len(texts), "wall_s": wall}
 
