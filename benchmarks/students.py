@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import gc
 import json
 import logging
@@ -223,12 +224,16 @@ class TorchRunner:
         limit = getattr(config, "max_position_embeddings", 512)
         self.max_length = int(min(self.hf_tokenizer.model_max_length or limit, limit))
         self.labels = {int(k): v for k, v in (config.id2label or {}).items()}
-        self.tokenizer = raw_tokenizer(self.hf_tokenizer.backend_tokenizer)
 
     @property
     def default_prefix(self) -> str:
         """The prefix put in front of every text by default (the bundles' ``default_prefix``)."""
         return self.embedding.default_prefix if self.embedding else ""
+
+    @functools.cached_property
+    def tokenizer(self) -> Tokenizer:
+        """A copy without truncation, to count and cut texts (made when first asked: not in the cold start)."""
+        return raw_tokenizer(self.hf_tokenizer.backend_tokenizer)
 
     def describe(self) -> dict[str, Any]:
         """What was run: the checkpoint, PyTorch fp32, max_length."""
@@ -323,12 +328,13 @@ class OnnxPeerRunner:
         self.session = ort.InferenceSession(str(self.model), options, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
         config = json.loads((self.checkpoint / "config.json").read_text())
-        self.max_length = int(config.get("max_position_embeddings", 512))
-        if config.get("model_type") in ("xlm-roberta", "roberta"):
-            self.max_length -= 2  # position ids start after the padding index
+        # as TorchRunner (transformers) truncates: the tokenizer's model_max_length within the position limit
+        limit = int(config.get("max_position_embeddings", 512))
+        tok_config = self.checkpoint / "tokenizer_config.json"
+        declared = json.loads(tok_config.read_text()).get("model_max_length") if tok_config.exists() else None
+        self.max_length = min(int(declared), limit) if isinstance(declared, int | float) and declared else limit
         self.labels = {int(k): v for k, v in (config.get("id2label") or {}).items()}
         tok = Tokenizer.from_file(str(self.checkpoint / "tokenizer.json"))
-        self.tokenizer = raw_tokenizer(tok)
         tok.no_padding()
         tok.enable_truncation(self.max_length)
         self.encoder = tok
@@ -338,6 +344,11 @@ class OnnxPeerRunner:
     def default_prefix(self) -> str:
         """The prefix put in front of every text by default (the bundles' ``default_prefix``)."""
         return self.embedding.default_prefix if self.embedding else ""
+
+    @functools.cached_property
+    def tokenizer(self) -> Tokenizer:
+        """A copy without truncation, to count and cut texts (made when first asked: not in the cold start)."""
+        return raw_tokenizer(self.encoder)
 
     def describe(self) -> dict[str, Any]:
         """What was run: the ONNX file and its quantization settings (Optimum's ``ort_config.json``)."""

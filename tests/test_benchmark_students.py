@@ -232,6 +232,8 @@ def test_onnx_peer_runs_the_checkpoint_like_pytorch(checkpoints, bundles, tmp_pa
     ckpt = tmp_path / "ckpt"
     shutil.copytree(checkpoints["feature-extraction"], ckpt)
     transformers.AutoTokenizer.from_pretrained(str(ckpt)).backend_tokenizer.save(str(ckpt / "tokenizer.json"))
+    tok_config = json.loads((ckpt / "tokenizer_config.json").read_text())  # below the position limit (128)
+    (ckpt / "tokenizer_config.json").write_text(json.dumps({**tok_config, "model_max_length": 40}))
     peer_dir = tmp_path / "peer"
     peer_dir.mkdir()
     encoder = transformers.AutoModel.from_pretrained(str(ckpt)).eval()
@@ -256,6 +258,7 @@ def test_onnx_peer_runs_the_checkpoint_like_pytorch(checkpoints, bundles, tmp_pa
     peer = S.OnnxPeerRunner(peer_dir / "model.onnx", ckpt, 1, S.FEATURE_EXTRACTION, spec)
     torch_runner = S.TorchRunner(ckpt, 1, S.FEATURE_EXTRACTION, spec)
     texts = [t for texts in TEXTS.values() for t in texts] + ["short", "x " * 300]  # one text past max_length
+    assert peer.max_length == torch_runner.max_length == 40  # both truncate where transformers does
     got, want = peer.embed(texts), torch_runner.embed(texts)
     np = pytest.importorskip("numpy")
     assert got.shape == want.shape
