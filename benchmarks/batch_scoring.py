@@ -50,6 +50,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import students  # benchmarks/students.py: machine()
+
 HERE = Path(__file__).resolve().parent
 CHECK_ROWS = 256
 
@@ -181,18 +184,10 @@ def run_entry(python: str, spec: dict, env: dict[str, str]) -> dict:
 
 def corpus_texts(n: int) -> tuple[list[str], int]:
     """``n`` corpus sentences, every language in turn, cycled when the corpus has fewer; and the distinct count."""
-    sys.path.insert(0, str(HERE))
     from batch_split import corpus_sentences
 
     distinct = corpus_sentences(10**9)
     return [distinct[i % len(distinct)] for i in range(n)], len(distinct)
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.machine()
 
 
 def versions(python: str) -> dict[str, str]:
@@ -373,7 +368,7 @@ def main() -> None:
         "distinct": distinct,
         "mean_chars": float(np.mean([len(t) for t in texts])),
         "prefix": prefix,
-        "machine": f"{cpu_model()}, {cpus} CPUs, {platform.platform()}",
+        "machine": f"{students.machine().get('cpu', platform.machine())}, {cpus} CPUs, {platform.platform()}",
         "versions": {"ours": versions(sys.executable), "peers": versions(args.peer_python)},
         "started": started,
         "load_before": load_before,
