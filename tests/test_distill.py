@@ -294,3 +294,69 @@ def test_cli_distill_smoke(checkpoints, tmp_path, capsys):
     rc = main(["distill", str(checkpoints[FEATURE_EXTRACTION]), "-o", str(tmp_path / "x"), "--layers", "3"])
     assert rc != 0
     assert "layers" in capsys.readouterr().err
+
+
+def test_capped_trim_takes_targets_from_the_untrimmed_teacher(teacher4, tmp_path, monkeypatch):
+    """With --max-vocab the student reads the capped tokenization, but its targets are what the untrimmed
+    teacher makes of the original tokenization (checked against transformers' own model and tokenizer)."""
+    import numpy as np
+
+    from mbert_edge_export.distill import modeling
+    from mbert_edge_export.distill import trainer as trainer_mod
+
+    made: list = []
+    encoded: list[list[str]] = []
+
+    class Recording(trainer_mod.Trainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    original_ids = modeling.TextEncoder.ids
+
+    def recording_ids(self, texts):
+        encoded.append(list(texts))
+        return original_ids(self, texts)
+
+    monkeypatch.setattr("mbert_edge_export.distill.Trainer", Recording)
+    monkeypatch.setattr(modeling.TextEncoder, "ids", recording_ids)
+    vocab = sum(1 for _ in (teacher4 / "vocab.txt").open(encoding="utf-8"))
+    report = _smoke(
+        teacher4,
+        tmp_path / "capped",
+        2,
+        languages=["en", "de"],
+        trim_options={"sources": ("dataset-build",), "max_vocab": 700},
+    )
+    assert report["trim"]["vocab_size"]["after"] <= 700 < vocab
+    (tr,) = made
+    assert tr.teacher.get_input_embeddings().weight.shape[0] == vocab  # the untrimmed teacher
+    assert tr.student.get_input_embeddings().weight.shape[0] <= 700
+    texts = encoded[0]  # the training texts, as the student's encoder got them
+    assert len(texts) == len(tr.ids)
+    tok = transformers.AutoTokenizer.from_pretrained(teacher4)
+    model = transformers.AutoModel.from_pretrained(teacher4).eval()
+    from tokenizers import Tokenizer
+
+    capped = Tokenizer.from_file(str(tmp_path / "capped" / "tokenizer.json"))
+    done = [i for i in range(len(texts)) if tr.cache.done[i]]
+    assert done
+    split = 0
+    for i in done:
+        expected = tok(texts[i], truncation=True, max_length=32)["input_ids"]
+        assert list(tr.teacher_ids[i]) == expected  # the teacher read the original tokenization
+        split += [capped.id_to_token(x) for x in tr.ids[i]] != tok.convert_ids_to_tokens(expected)
+        with torch.no_grad():
+            hidden = model(input_ids=torch.tensor([expected])).last_hidden_state[0]
+        np.testing.assert_allclose(tr.cache.values[i], hidden.mean(0).numpy(), atol=1e-5)
+    assert split > 0  # the cap changed what the student reads, so the test tells both teachers apart
+
+
+def test_teacher_ids_refused_for_per_token_targets(teacher4):
+    from mbert_edge_export.distill.settings import make_settings
+    from mbert_edge_export.distill.trainer import Trainer
+
+    settings = make_settings("smoke", 1, hidden_weight=1.0)
+    model = transformers.AutoModel.from_pretrained(teacher4)
+    with pytest.raises(ValueError, match="per-token targets"):
+        Trainer(model, model, FEATURE_EXTRACTION, [[1, 2]], [None], settings, [0], 0, Path("."), "f", teacher_ids=[[1]])

@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from mbert_edge.manifest import TOKEN_CLASSIFICATION
 from mbert_edge_export import bundle_writer
 from mbert_edge_export.distill.data import TrainingData, build_training_data, held_out_texts, parallel_set
 from mbert_edge_export.distill.evaluate import Candidate, EvalTexts, evaluate, format_report
@@ -99,6 +100,15 @@ def distill(
     work = work_dir(output)
     trim_options = dict(trim_options or {})
     extra = {"teacher": teacher_info.weights_sha256, "texts": _texts_sha256(data), "trim": trim_options}
+    # Sentence-level targets (pooled vectors, logits) come from the untrimmed teacher reading the original
+    # tokenization, so that pieces a cap or a coverage target dropped (and the few rare words any trim splits
+    # differently) cost the student its own inputs but never its targets. Per-token targets (token
+    # classification, hidden-state MSE) need both to read the same tokens: the trimmed teacher gives those.
+    untrimmed_targets = (
+        bool(settings.languages) and teacher_info.task != TOKEN_CLASSIFICATION and settings.hidden_weight == 0
+    )
+    if untrimmed_targets:
+        extra["teacher_targets"] = "untrimmed"
     fp = fingerprint(settings, extra)
     state = read_state(work)
     if state is not None and restart:
@@ -140,6 +150,17 @@ def distill(
     encoder = TextEncoder(teacher_src.tokenizer, settings.max_length)
     texts = [(prefixes[i % len(prefixes)] if prefixes else "") + t.text for i, t in enumerate(data.items)]
     ids = encoder.ids(texts)
+    teacher_model, teacher_ids, teacher_pad = teacher_src.model, None, None
+    if untrimmed_targets and teacher_src is not loaded:
+        original = TextEncoder(loaded.tokenizer, settings.max_length)
+        teacher_model, teacher_ids, teacher_pad = loaded.model, original.ids(texts), original.pad_id
+        split = sum(len(a) != len(b) for a, b in zip(ids, teacher_ids, strict=True))
+        log.info(
+            "targets from the untrimmed teacher on the original tokenization (%d of %d training texts "
+            "tokenize differently after the trim)",
+            split,
+            len(ids),
+        )
 
     auto_scores = None
     if state is not None:
@@ -156,7 +177,7 @@ def distill(
     student = make_student(teacher_src.model, layer_map).to(device)
     trainer = Trainer(
         student,
-        teacher_src.model,
+        teacher_model,
         teacher_src.task,
         ids,
         [t.label for t in data.items],
@@ -167,6 +188,8 @@ def distill(
         fp,
         pooling=pooling,
         device=device,
+        teacher_ids=teacher_ids,
+        teacher_pad_id=teacher_pad,
     )
     folder = resume_dir(work)
     if state is not None and folder is not None:

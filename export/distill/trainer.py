@@ -107,11 +107,21 @@ class Trainer:
         fingerprint: str,
         pooling: str = "mean",
         device: str = "cpu",
+        teacher_ids: Sequence[Sequence[int]] | None = None,
+        teacher_pad_id: int | None = None,
     ) -> None:
         import torch
 
+        if teacher_ids is not None and (task == TOKEN_CLASSIFICATION or settings.hidden_weight > 0):
+            raise ValueError("per-token targets need the student's tokenization: no teacher_ids with them")
+        if teacher_ids is not None and len(teacher_ids) != len(ids):
+            raise ValueError(f"{len(teacher_ids)} teacher_ids for {len(ids)} texts")
         self.student, self.teacher, self.task = student, teacher, task
         self.ids, self.settings, self.layer_map = ids, settings, layer_map
+        #: what the teacher reads: by default the student's ids; ``teacher_ids`` when a vocabulary cap made
+        #: the student's tokenization differ from the teacher's (pooled and sentence-level targets only)
+        self.teacher_ids = ids if teacher_ids is None else teacher_ids
+        self.teacher_pad_id = pad_id if teacher_pad_id is None else teacher_pad_id
         self.lengths = [len(x) for x in ids]
         self.labels = torch.tensor([-100 if x is None else x for x in labels], dtype=torch.long)
         self.has_labels = task == TEXT_CLASSIFICATION and bool((self.labels >= 0).any())
@@ -176,7 +186,7 @@ class Trainer:
         if not miss:
             return
         t0 = time.perf_counter()
-        batch = collate([self.ids[i] for i in miss], self.pad_id, self.device)
+        batch = collate([self.teacher_ids[i] for i in miss], self.teacher_pad_id, self.device)
         with torch.inference_mode():
             out = run(self.teacher, self.task, batch, self.pooling)
         values = out.pooled if out.pooled is not None else out.logits
