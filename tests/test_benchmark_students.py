@@ -255,7 +255,7 @@ def test_onnx_peer_runs_the_checkpoint_like_pytorch(checkpoints, bundles, tmp_pa
         opset_version=17, dynamo=False,
     )  # fmt: skip
     spec = Manifest.read(bundles["feature-extraction"] / "manifest.json").embedding
-    peer = S.OnnxPeerRunner(peer_dir / "model.onnx", ckpt, 1, S.FEATURE_EXTRACTION, spec)
+    peer = S.PeerRunner(peer_dir / "model.onnx", ckpt, 1, S.FEATURE_EXTRACTION, spec)
     torch_runner = S.TorchRunner(ckpt, 1, S.FEATURE_EXTRACTION, spec)
     texts = [t for texts in TEXTS.values() for t in texts] + ["short", "x " * 300]  # one text past max_length
     assert peer.max_length == torch_runner.max_length == 40  # both truncate where transformers does
@@ -275,6 +275,40 @@ def test_onnx_peer_runs_the_checkpoint_like_pytorch(checkpoints, bundles, tmp_pa
     assert out.returncode == 0, out.stderr
     cold = json.loads(out.stdout.strip().splitlines()[-1])
     assert cold["cold_start_s"] > 0 and cold["peak_rss_mb"] > 10
+
+    # the same graph as OpenVINO IR (what NNCF's INT8 is saved as) runs in OpenVINO, as transformers does
+    ov = pytest.importorskip("openvino")
+    ov.save_model(ov.convert_model(str(peer_dir / "model.onnx")), str(tmp_path / "ov" / "model.xml"))
+    ov_peer = S.PeerRunner(tmp_path / "ov" / "model.xml", ckpt, 1, S.FEATURE_EXTRACTION, spec)
+    assert ov_peer.engine == "openvino" and ov_peer.describe()["kind"] == "openvino-peer"
+    assert ov_peer.describe()["precision"] == "fp32"  # no FakeQuantize: not an INT8 model
+    got = ov_peer.embed(texts)
+    # OpenVINO's default precision on this CPU: fp32, or bf16 where the CPU has it (recorded with the results)
+    precision = ov_peer.describe()["engine_settings"]["INFERENCE_PRECISION_HINT"]
+    assert precision in ("f32", "bf16", "f16")
+    assert got.shape == want.shape and np.abs(got - want).max() < (1e-4 if precision == "f32" else 2e-2)
+    assert S.size_on_disk(ov_peer.path, ov_peer)["files"] == 3  # model.xml, model.bin, the tokenizer
+    out = subprocess.run(S.cold_start_command(ov_peer, 1, texts_file), capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mb"] > 10
+
+
+def test_peer_options_check_the_file_kind(capsys):
+    with pytest.raises(SystemExit):
+        S.parse_args(["--teacher-checkpoint", "c", "--openvino-peer", "ov=m.onnx", "--out", "o"])
+    assert "--openvino-peer ov=m.onnx: expected an .xml file" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        S.parse_args(["--teacher-checkpoint", "c", "--onnx-peer", "p=m.xml", "--out", "o"])
+    assert "expected an .onnx file" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        S.parse_args(
+            ["--teacher-checkpoint", "c", "--onnx-peer", "p=m.onnx", "--openvino-peer", "p=m.xml", "--out", "o"]
+        )
+    assert "given twice: p" in capsys.readouterr().err
+    args = S.parse_args(
+        ["--teacher-checkpoint", "c", "--onnx-peer", "a=m.onnx", "--openvino-peer", "b=m.xml", "--out", "o"]
+    )
+    assert list(args.peers) == ["a", "b"]
 
 
 def test_onnx_peer_needs_the_teacher_checkpoint(capsys):
