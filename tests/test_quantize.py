@@ -57,8 +57,10 @@ def test_fusions(tmp_path, bundles):
 def test_dynamic_node_types_and_manifest(dynamic_bundle):
     counts = op_counts(dynamic_bundle / "model.int8.onnx")
     assert counts["QAttention"] == LAYERS and counts["GatherBlockQuantized"] == 1  # the 4-bit word table
-    # attention output, FFN in, FFN out: MatMulInteger (fused by ONNX Runtime at load time)
-    assert counts["MatMulInteger"] + counts["DynamicQuantizeMatMul"] == 3 * LAYERS
+    # attention output, FFN in, FFN out: integer GEMMs that rescale in the kernel (integer_matmul.py), their
+    # inputs quantized with the fixed ranges, no Cast/Mul chain left behind
+    assert counts["MatMulIntegerToFloat"] == 3 * LAYERS and counts["MatMulInteger"] == 0
+    assert counts["DynamicQuantizeLinear"] == 0
     assert counts["Attention"] == 0 and counts["MatMul"] == 0
 
     m = Manifest.read(dynamic_bundle / "manifest.json")
@@ -68,6 +70,7 @@ def test_dynamic_node_types_and_manifest(dynamic_bundle):
     assert int8["settings"]["mode"] == "dynamic" and int8["settings"]["per_channel"]
     assert int8["gate"]["passed"] and int8["gate"]["metric"] == "mean_cosine"
     assert int8["gate"]["value"] >= 0.99 and int8["fp32_groups"] == []
+    assert int8["settings"]["matmul_integer_to_float"] == 3 * LAYERS
     assert int8["settings"]["word_embedding"]["bits"] == 4 and int8["settings"]["word_embedding"]["block_size"] == 32
     assert m.fidelity["optimization"]["parity"]["passed"]
     assert m.export["quantize"]["mode"] == "dynamic"
@@ -87,6 +90,43 @@ def test_static_node_types(static_bundle):
     assert m.fidelity["int8"]["settings"]["calibration_method"] == "entropy"
     assert m.fidelity["int8"]["calibration_text"]["origin"].startswith("dataset-build training sentences")
     assert "gate: dataset-build held-out sentences" in m.fidelity["int8"]["calibration_text"]["origin"]
+
+
+def test_fused_rescaling_computes_what_the_chain_computes(tmp_path, bundles):
+    """The fused MatMulIntegerToFloat gives ONNX Runtime's own MatMulInteger -> Cast -> Mul outputs (the
+    chain as the quantizer wrote it, with fixed ranges, run with fusions off so that it stays a chain)."""
+    import onnxruntime as ort
+
+    from mbert_edge_export.quantize import dynamic, fixed_ranges, integer_matmul
+
+    src = tmp_path / "fused.onnx"
+    optimize_graph(bundles["feature-extraction"] / "model.onnx", src, 2, 32)
+    chain = tmp_path / "chain.onnx"
+    dynamic.quantize_dynamic(src, chain)
+    ids = np.array([[2, 40, 41, 42, 43, 3, 0], [2, 50, 51, 3, 0, 0, 0]], dtype=np.int64)
+    feeds = {"input_ids": ids, "attention_mask": (ids > 0).astype(np.int64), "token_type_ids": np.zeros_like(ids)}
+    fixed_ranges.make_batch_invariant(chain, [feeds])
+    chain_model = onnx.load(str(chain))
+    fused_model = onnx.load(str(chain))
+    assert integer_matmul.fuse(fused_model) == 3 * LAYERS
+    ops = Counter(n.op_type for n in fused_model.graph.node)
+    assert ops["MatMulIntegerToFloat"] == 3 * LAYERS and ops["MatMulInteger"] == 0
+    before = Counter(n.op_type for n in chain_model.graph.node)
+    assert sum(before.values()) - sum(ops.values()) == 3 * LAYERS * 3  # MatMulInteger, Cast, Mul(x, scale)...
+    fused = tmp_path / "fused-int8.onnx"
+    onnx.save_model(fused_model, str(fused))
+
+    def outputs(path, level):
+        options = ort.SessionOptions()
+        options.graph_optimization_level = level
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        names = [i.name for i in session.get_inputs()]
+        return session.run(None, {k: feeds[k] for k in names})[0]
+
+    want = outputs(chain, ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    for level in (ort.GraphOptimizationLevel.ORT_DISABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_ALL):
+        np.testing.assert_allclose(outputs(fused, level), want, rtol=0, atol=1e-5)
+    assert integer_matmul.fuse(fused_model) == 0  # nothing left to fuse
 
 
 def test_runtime_prefers_int8_and_stays_close(dynamic_bundle):

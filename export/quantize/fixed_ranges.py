@@ -7,10 +7,11 @@ text alone and inside a batch of 160). This module replaces every ``DynamicQuant
 ``QuantizeLinear`` with a constant scale and zero point, calibrated on real tokens of calibration text (the
 min and max each activation reaches, padding excluded). Everything downstream (``QAttention``,
 ``MatMulInteger`` and its rescaling) is unchanged and runs the same integer kernels, so the speed stays that
-of dynamic INT8 (measured on e5-small: 0.97-1.01x), and a text's result no longer depends on anything but
-the text: alone or in any batch, padded to any width, the outputs are identical. Values outside the
-calibrated range saturate; the accuracy gate measures what that costs (e5-small: mean cosine to fp32 0.9959
-vs 0.9961 per-batch).
+of dynamic INT8 (measured on e5-small: 0.97-1.01x; constant scales stop ONNX Runtime from fusing the
+rescaling into the GEMM, which :mod:`.integer_matmul` then writes fused itself), and a text's result no
+longer depends on anything but the text: alone or in any batch, padded to any width, the outputs are
+identical. Values outside the calibrated range saturate; the accuracy gate measures what that costs
+(e5-small: mean cosine to fp32 0.9959 vs 0.9961 per-batch).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from mbert_edge.backends.onnxruntime import OnnxRuntimeCPUBackend
 from mbert_edge.backends.openvino import OpenVINOCPUBackend
 from mbert_edge.manifest import EmbeddingSpec
 from mbert_edge_export.errors import ExportError
-from mbert_edge_export.quantize import dynamic, embedding, fixed_ranges, gate, static, static_nncf
+from mbert_edge_export.quantize import dynamic, embedding, fixed_ranges, gate, integer_matmul, static, static_nncf
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +146,8 @@ def quantize_with_gate(
                 if settings.activation_ranges == "fixed":
                     recipe.update(fixed_ranges.make_batch_invariant(out, calibration))
                     recipe["activations"] = "uint8, ranges fixed from calibration text (batch-invariant)"
+                    # constant scales stop ONNX Runtime fusing the rescaling into the GEMM: write it fused
+                    recipe["matmul_integer_to_float"] = integer_matmul.fuse_file(out)
                 recipe["batch_invariant"] = settings.activation_ranges == "fixed"
             else:
                 recipe["batch_invariant"] = True  # static scales
