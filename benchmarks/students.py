@@ -152,8 +152,21 @@ def raw_tokenizer(tok: Tokenizer) -> Tokenizer:
     return out
 
 
+def bundle_backend(path: Path) -> str:
+    """The ``backend`` a user passes to load the bundle at ``path``: ``"auto"``, or the backend its model
+    files are made for when no automatically chosen backend runs them (``--target openvino`` bundles)."""
+    from mbert_edge.backends import REGISTRY
+    from mbert_edge.manifest import Manifest
+
+    made_for = {f.backend for f in Manifest.read(Path(path) / "manifest.json").model_files()}
+    if any(b in REGISTRY and REGISTRY[b].auto for b in made_for) or len(made_for) != 1:
+        return "auto"
+    return next(iter(made_for))
+
+
 class BundleRunner:
-    """A bundle through the public runtime: ``mbert_edge.load(path)`` once, then ``embed`` or ``predict``."""
+    """A bundle through the public runtime: ``mbert_edge.load(path, backend=...)`` once (``auto``, or the one
+    backend the bundle is made for), then ``embed`` or ``predict``."""
 
     kind = "bundle"
 
@@ -163,7 +176,8 @@ class BundleRunner:
         import mbert_edge
 
         self.path = Path(path)
-        self.predictor = mbert_edge.load(self.path, threads=threads)
+        self.backend = bundle_backend(self.path)
+        self.predictor = mbert_edge.load(self.path, backend=self.backend, threads=threads)
         self.task: str = self.predictor.task
         self.embedding: EmbeddingSpec | None = self.predictor.manifest.embedding
         self.max_length: int = self.predictor.manifest.max_length
@@ -182,6 +196,7 @@ class BundleRunner:
             "kind": self.kind,
             "path": str(self.path),
             "model_file": f.path,
+            "backend": self.predictor.backend.name,
             "precision": f.precision,
             "quantization": f.quantization,
             "max_length": self.max_length,
@@ -743,11 +758,11 @@ def size_on_disk(path: Path, runner: Runner | None = None) -> dict[str, Any]:
 
 BUNDLE_CHILD = """\
 import json, sys, time
-path, threads, texts_file = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+path, threads, texts_file, backend = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 t0 = time.perf_counter()
 import mbert_edge
 t1 = time.perf_counter()
-m = mbert_edge.load(path, threads=threads)
+m = mbert_edge.load(path, backend=backend, threads=threads)
 run = m.embed if m.task == "feature-extraction" else m.predict
 run(["x"])
 t2 = time.perf_counter()
@@ -804,7 +819,7 @@ def vm_hwm_mb() -> float:
 def cold_start_command(runner: Runner, threads: int, texts_file: Path) -> list[str]:
     """The fresh-process command that loads ``runner``'s model, answers once and runs one b32 x s128 batch."""
     if isinstance(runner, BundleRunner):
-        return [sys.executable, "-c", BUNDLE_CHILD, str(runner.path), str(threads), str(texts_file)]
+        return [sys.executable, "-c", BUNDLE_CHILD, str(runner.path), str(threads), str(texts_file), runner.backend]
     spec = runner.embedding
     spec_json = json.dumps(spec.__dict__) if spec is not None else "null"
     if isinstance(runner, PeerRunner):
@@ -1158,6 +1173,7 @@ def markdown(result: Mapping[str, Any]) -> str:
         + "; ".join(
             f"{n}: {d.get('model_file', d.get('path'))} ({d.get('precision')}, vocab {d.get('vocab_size')}"
             + (f", {d['engine']}" if d.get("engine") else "")
+            + (f", backend {d['backend']}" if d.get("backend") not in (None, "onnxruntime") else "")
             + "".join(
                 f" {k.lower()} {v}"
                 for k, v in (d.get("engine_settings") or {}).items()

@@ -315,3 +315,34 @@ def test_onnx_peer_needs_the_teacher_checkpoint(capsys):
     with pytest.raises(SystemExit):
         S.parse_args(["--bundle", "a=x", "--onnx-peer", "optimum-int8=m.onnx", "--out", "o"])
     assert "--onnx-peer needs --teacher-checkpoint" in capsys.readouterr().err
+
+
+def test_a_bundle_made_for_openvino_runs_on_openvino(checkpoints, bundles, tmp_path):
+    """A `--target openvino` bundle has no file for an automatic backend: the runner loads it the way a user
+    must (backend="openvino"), in the benchmark process and in the cold-start child, and says so."""
+    pytest.importorskip("nncf")
+    pytest.importorskip("openvino")
+    import subprocess
+
+    from mbert_edge_export import export_bundle
+    from mbert_edge_export.quantize.gated import QuantizeSettings
+
+    ov_bundle = export_bundle(
+        str(checkpoints["feature-extraction"]),
+        tmp_path / "ov",
+        quantize=QuantizeSettings(mode="static", target="openvino"),
+    )
+    assert S.bundle_backend(ov_bundle) == "openvino"
+    assert S.bundle_backend(bundles["feature-extraction"]) == "auto"
+    runner = S.BundleRunner(ov_bundle, 1)
+    assert runner.describe()["backend"] == "openvino" and runner.describe()["precision"] == "int8"
+    texts = [t for texts in TEXTS.values() for t in texts]
+    fp32 = S.BundleRunner(bundles["feature-extraction"], 1).embed(texts)
+    assert ((runner.embed(texts) * fp32).sum(axis=1)).mean() > 0.95  # the same model, in INT8
+    texts_file = tmp_path / "texts.json"
+    texts_file.write_text(json.dumps(texts), encoding="utf-8")
+    cmd = S.cold_start_command(runner, 1, texts_file)
+    assert cmd[-1] == "openvino"
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mb"] > 10
