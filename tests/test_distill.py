@@ -296,11 +296,8 @@ def test_cli_distill_smoke(checkpoints, tmp_path, capsys):
     assert "layers" in capsys.readouterr().err
 
 
-def test_capped_trim_takes_targets_from_the_untrimmed_teacher(teacher4, tmp_path, monkeypatch):
-    """With --max-vocab the student reads the capped tokenization, but its targets are what the untrimmed
-    teacher makes of the original tokenization (checked against transformers' own model and tokenizer)."""
-    import numpy as np
-
+def _capped_run(source, out, monkeypatch, **kw):
+    """A smoke distillation with a vocabulary cap; returns (report, the Trainer, the training texts)."""
     from mbert_edge_export.distill import modeling
     from mbert_edge_export.distill import trainer as trainer_mod
 
@@ -312,44 +309,74 @@ def test_capped_trim_takes_targets_from_the_untrimmed_teacher(teacher4, tmp_path
             super().__init__(*args, **kwargs)
             made.append(self)
 
-    original_ids = modeling.TextEncoder.ids
+    original = modeling.TextEncoder.ids_and_spans, modeling.TextEncoder.ids
+
+    def recording_spans(self, texts):
+        encoded.append(list(texts))
+        return original[0](self, texts)
 
     def recording_ids(self, texts):
         encoded.append(list(texts))
-        return original_ids(self, texts)
+        return original[1](self, texts)
 
     monkeypatch.setattr("mbert_edge_export.distill.Trainer", Recording)
+    monkeypatch.setattr(modeling.TextEncoder, "ids_and_spans", recording_spans)
     monkeypatch.setattr(modeling.TextEncoder, "ids", recording_ids)
-    vocab = sum(1 for _ in (teacher4 / "vocab.txt").open(encoding="utf-8"))
     report = _smoke(
-        teacher4,
-        tmp_path / "capped",
-        2,
-        languages=["en", "de"],
-        trim_options={"sources": ("dataset-build",), "max_vocab": 700},
+        source, out, 1, languages=["en", "de"], trim_options={"sources": ("dataset-build",), "max_vocab": 700}, **kw
     )
-    assert report["trim"]["vocab_size"]["after"] <= 700 < vocab
     (tr,) = made
-    assert tr.teacher.get_input_embeddings().weight.shape[0] == vocab  # the untrimmed teacher
-    assert tr.student.get_input_embeddings().weight.shape[0] <= 700
-    texts = encoded[0]  # the training texts, as the student's encoder got them
-    assert len(texts) == len(tr.ids)
-    tok = transformers.AutoTokenizer.from_pretrained(teacher4)
-    model = transformers.AutoModel.from_pretrained(teacher4).eval()
+    return report, tr, encoded[0]
+
+
+@pytest.mark.parametrize("task", [FEATURE_EXTRACTION, TEXT_CLASSIFICATION])
+def test_capped_trim_takes_targets_from_the_untrimmed_teacher(checkpoints, tmp_path, monkeypatch, task):
+    """With --max-vocab the student reads the capped tokenization, but its targets are what the untrimmed
+    teacher makes of the original tokenization of the same span of text (checked against transformers' own
+    model and tokenizer): a text the capped tokenizer cuts at max_length reaches the teacher cut there too."""
+    import numpy as np
     from tokenizers import Tokenizer
 
+    teacher = checkpoints[task]
+    vocab = sum(1 for _ in (teacher / "vocab.txt").open(encoding="utf-8"))
+    report, tr, texts = _capped_run(teacher, tmp_path / "capped", monkeypatch)
+    assert report["trim"]["vocab_size"]["after"] <= 700 < vocab
+    assert report["teacher"]["targets"] == "untrimmed teacher, original tokenization"
+    assert tr.teacher.get_input_embeddings().weight.shape[0] == vocab  # the untrimmed teacher
+    assert tr.student.get_input_embeddings().weight.shape[0] <= 700
+    assert len(texts) == len(tr.ids)
+    tok = transformers.AutoTokenizer.from_pretrained(teacher)
+    auto = transformers.AutoModel if task == FEATURE_EXTRACTION else transformers.AutoModelForSequenceClassification
+    model = auto.from_pretrained(teacher).eval()
     capped = Tokenizer.from_file(str(tmp_path / "capped" / "tokenizer.json"))
+    capped.enable_truncation(32)
     done = [i for i in range(len(texts)) if tr.cache.done[i]]
     assert done
-    split = 0
+    split = cut = 0
     for i in done:
-        expected = tok(texts[i], truncation=True, max_length=32)["input_ids"]
-        assert list(tr.teacher_ids[i]) == expected  # the teacher read the original tokenization
-        split += [capped.id_to_token(x) for x in tr.ids[i]] != tok.convert_ids_to_tokens(expected)
+        enc = capped.encode(texts[i])
+        assert list(tr.ids[i]) == enc.ids
+        span = texts[i]
+        if len(enc.ids) == 32:  # cut by the capped tokenizer: the teacher reads up to its last token's end
+            ends = [e for (_, e), sp in zip(enc.offsets, enc.special_tokens_mask, strict=True) if not sp]
+            span = texts[i][: max(ends)]
+            cut += len(span) < len(texts[i])
+        expected = tok(span, truncation=True, max_length=32)["input_ids"]
+        assert list(tr.teacher_ids[i]) == expected
+        split += enc.tokens != tok.convert_ids_to_tokens(tok(texts[i], truncation=True, max_length=32)["input_ids"])
         with torch.no_grad():
-            hidden = model(input_ids=torch.tensor([expected])).last_hidden_state[0]
-        np.testing.assert_allclose(tr.cache.values[i], hidden.mean(0).numpy(), atol=1e-5)
-    assert split > 0  # the cap changed what the student reads, so the test tells both teachers apart
+            out = model(input_ids=torch.tensor([expected]))
+        target = out.last_hidden_state[0].mean(0) if task == FEATURE_EXTRACTION else out.logits[0]
+        np.testing.assert_allclose(tr.cache.values[i], target.numpy(), atol=1e-5)
+    assert split > 0 and cut > 0  # both cases happen, so the test tells the teachers and the spans apart
+
+
+def test_token_classifier_targets_stay_with_the_trimmed_teacher(checkpoints, tmp_path, monkeypatch):
+    """Per-token targets need the student's tokens: under a cap, the trimmed teacher reads what the student reads."""
+    report, tr, _ = _capped_run(checkpoints[TOKEN_CLASSIFICATION], tmp_path / "ner", monkeypatch)
+    assert report["teacher"]["targets"] == "trimmed teacher"
+    assert tr.teacher.get_input_embeddings().weight.shape[0] == report["trim"]["vocab_size"]["after"]
+    assert tr.teacher_ids is tr.ids
 
 
 def test_teacher_ids_refused_for_per_token_targets(teacher4):

@@ -7,8 +7,9 @@ Steps (each in its own module):
 
 1. :mod:`.settings`: the preset plus overrides, checked against the teacher's config before anything slow;
    :mod:`.data`: the training texts (user files and the corpus's training split).
-2. Load the teacher; with ``languages``, trim its vocabulary first (``mbert_edge_export.trim``), so teacher and
-   student share the trimmed vocabulary and tokenizer.
+2. Load the teacher; with ``languages``, trim its vocabulary first (``mbert_edge_export.trim``): the student
+   reads the trimmed tokenizer; sentence-level targets come from the untrimmed teacher on the original
+   tokenization of the same text span (per-token targets from the trimmed teacher, which reads the same tokens).
 3. :mod:`.layers`: the student keeps ``layers`` of the teacher's layers, copied (``distilbert`` map by default).
 4. :mod:`.trainer`: imitate the teacher (:mod:`.losses`; teacher outputs cached once by :mod:`.teacher_cache`),
    with resume checkpoints in a work directory beside the output (``.<name>.distill-work``).
@@ -149,18 +150,23 @@ def distill(
     prefixes = list(teacher_src.embedding.prefixes.values()) if teacher_src.embedding else []
     encoder = TextEncoder(teacher_src.tokenizer, settings.max_length)
     texts = [(prefixes[i % len(prefixes)] if prefixes else "") + t.text for i, t in enumerate(data.items)]
-    ids = encoder.ids(texts)
     teacher_model, teacher_ids, teacher_pad = teacher_src.model, None, None
     if untrimmed_targets and teacher_src is not loaded:
+        # the teacher reads exactly the span the student reads: a trimmed tokenizer needs more pieces, so a
+        # long text is cut earlier for the student, and the teacher gets the text cut at the same place
+        ids, spans = encoder.ids_and_spans(texts)
         original = TextEncoder(loaded.tokenizer, settings.max_length)
-        teacher_model, teacher_ids, teacher_pad = loaded.model, original.ids(texts), original.pad_id
-        split = sum(len(a) != len(b) for a, b in zip(ids, teacher_ids, strict=True))
+        teacher_model, teacher_ids, teacher_pad = loaded.model, original.ids(spans), original.pad_id
         log.info(
-            "targets from the untrimmed teacher on the original tokenization (%d of %d training texts "
-            "tokenize differently after the trim)",
-            split,
+            "targets from the untrimmed teacher on the original tokenization (%d of %d training texts have "
+            "another token count after the trim; %d cut at %d tokens, the teacher reading the same span)",
+            sum(len(a) != len(b) for a, b in zip(ids, teacher_ids, strict=True)),
             len(ids),
+            sum(s is not t for s, t in zip(spans, texts, strict=True)),
+            settings.max_length,
         )
+    else:
+        ids = encoder.ids(texts)
 
     auto_scores = None
     if state is not None:
@@ -230,6 +236,11 @@ def distill(
             "weights_sha256": loaded.provenance.get("weights_sha256", teacher_info.weights_sha256),
             "layers": teacher_info.num_layers,
             "parameters": _parameters(loaded.model),
+            "targets": (
+                "untrimmed teacher, original tokenization"
+                if teacher_ids is not None
+                else ("trimmed teacher" if teacher_src is not loaded else "teacher")
+            ),
             **({"lineage": loaded.provenance["lineage"]} if "lineage" in loaded.provenance else {}),
         },
         "student": {"layers": len(layer_map), "layer_map": layer_map, "parameters": _parameters(student)},
@@ -377,7 +388,14 @@ def _parameters(model: Any) -> int:
 def _mismatch(work: Path, saved: dict[str, Any], settings: DistillSettings) -> str:
     now = settings.fingerprint_fields()
     diff = [f"{k}: {saved.get(k)!r} then, {now.get(k)!r} now" for k in sorted(now) if saved.get(k) != now.get(k)]
-    what = "; ".join(diff) if diff else "the teacher's weights or the training texts changed"
+    what = (
+        "; ".join(diff)
+        if diff
+        else (
+            "the teacher's weights, the training texts or the vocabulary trim changed, or the run was started by an "
+            "mbert-edge that took its targets from the trimmed teacher"
+        )
+    )
     return (
         f"{work} holds an unfinished run with other settings ({what}). Run the same command as before to "
         "resume it, or pass --restart to discard it"

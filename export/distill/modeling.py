@@ -37,6 +37,16 @@ class TextEncoder:
         """Token ids per text."""
         return [e.ids for e in self.tokenizer.encode_batch(list(texts))]
 
+    def ids_and_spans(self, texts: Sequence[str]) -> tuple[list[list[int]], list[str]]:
+        """Token ids per text, and the part of each text those ids cover: the text cut after its last
+        (non-special) token when truncation at ``max_length`` may have dropped the rest, else the whole text."""
+        ids, spans = [], []
+        for text, e in zip(texts, self.tokenizer.encode_batch(list(texts)), strict=True):
+            ids.append(e.ids)
+            ends = [end for (_, end), special in zip(e.offsets, e.special_tokens_mask, strict=True) if not special]
+            spans.append(text[: max(ends)] if len(e.ids) >= self.max_length and ends else text)
+        return ids, spans
+
     def ids_and_words(self, texts: Sequence[str]) -> list[tuple[list[int], list[int | None]]]:
         """Token ids and the word index of each token (None for special tokens) per text."""
         return [(e.ids, list(e.word_ids)) for e in self.tokenizer.encode_batch(list(texts))]
