@@ -157,7 +157,8 @@ def tiny_int8(tmp_path_factory, checkpoints) -> Path:
     ],
 )
 def test_tiny_bundle_in_the_page(node, chromium, tiny_int8, texts, args, file):
-    """WordPiece tokenizer; in WASM: the 4-bit GatherBlockQuantized table, QAttention, MatMulInteger, MatMulNBits."""
+    """WordPiece tokenizer; in WASM: the 4-bit GatherBlockQuantized table, QAttention, MatMulIntegerToFloat,
+    MatMulNBits."""
     result = run_page(node, chromium, tiny_int8, *args, "--tokenize", str(texts[1]))
     model = predictor_for(tiny_int8, file)
     report(f"tiny {file}", result, check_against_python(result, model, texts[0]))

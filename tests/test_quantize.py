@@ -125,8 +125,71 @@ def test_fused_rescaling_computes_what_the_chain_computes(tmp_path, bundles):
 
     want = outputs(chain, ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     for level in (ort.GraphOptimizationLevel.ORT_DISABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_ALL):
-        np.testing.assert_allclose(outputs(fused, level), want, rtol=0, atol=1e-5)
+        np.testing.assert_array_equal(outputs(fused, level), want)  # the same float32 products
     assert integer_matmul.fuse(fused_model) == 0  # nothing left to fuse
+
+
+def _chain_graph(shared_scale: bool, second_use: bool, named: bool):
+    """Two hand-built MatMulInteger -> Cast -> Mul chains on one uint8 input (per-column weight scales)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits, nodes, outs = [], [], []
+    inits += [
+        numpy_helper.from_array(np.array(0.02, np.float32), "a_scale"),
+        numpy_helper.from_array(np.array(128, np.uint8), "a_zero"),
+    ]
+    for k in range(2):
+        inits += [
+            numpy_helper.from_array(rng.integers(-127, 128, (8, 4)).astype(np.int8), f"w{k}"),
+            numpy_helper.from_array(np.zeros(4, np.int8), f"w{k}_zero"),
+            numpy_helper.from_array(rng.uniform(0.01, 0.05, 4).astype(np.float32), f"w{k}_scale"),
+        ]
+        scale = "s0" if shared_scale else f"s{k}"
+        if k == 0 or not shared_scale:
+            nodes.append(helper.make_node("Mul", ["a_scale", "w0_scale" if shared_scale else f"w{k}_scale"], [scale]))
+        tag = str(k) if named else None  # the quantizer leaves nodes unnamed when the source's were
+        nodes += [
+            helper.make_node(
+                "MatMulInteger", ["x", f"w{k}", "a_zero", f"w{k}_zero"], [f"i{k}"], name=tag and "mmi" + tag
+            ),
+            helper.make_node("Cast", [f"i{k}"], [f"c{k}"], to=TensorProto.FLOAT, name=tag and "cast" + tag),
+            helper.make_node("Mul", [f"c{k}", scale], [f"y{k}"], name=tag and "mul" + tag),
+        ]
+        outs.append(helper.make_tensor_value_info(f"y{k}", TensorProto.FLOAT, None))
+    if second_use:  # chain 0's int32 result also feeds a graph output: it must stay
+        outs.append(helper.make_tensor_value_info("i0", TensorProto.INT32, None))
+    graph = helper.make_graph(
+        nodes, "chains", [helper.make_tensor_value_info("x", TensorProto.UINT8, [3, 8])], outs, inits
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize(
+    ("shared_scale", "second_use", "named", "fused"),
+    [(False, False, True, 2), (True, False, False, 2), (False, True, True, 1), (True, True, False, 1)],
+)
+def test_fusion_keeps_what_other_nodes_need(shared_scale, second_use, named, fused):
+    """Hand-built chains: fused ones give ONNX Runtime's chain outputs to the bit; a chain whose int32 result is
+    used elsewhere stays; a scale Mul shared by two chains goes only when both are fused; unnamed nodes get
+    unique names."""
+    import onnxruntime as ort
+
+    from mbert_edge_export.quantize import integer_matmul
+
+    model = _chain_graph(shared_scale, second_use, named)
+    x = {"x": np.random.default_rng(1).integers(0, 256, (3, 8)).astype(np.uint8)}
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, x)
+    assert integer_matmul.fuse(model) == fused
+    ops = Counter(n.op_type for n in model.graph.node)
+    assert ops["MatMulIntegerToFloat"] == fused and ops["MatMulInteger"] == 2 - fused
+    scale_muls_left = (0 if fused == 2 else 1) if shared_scale else 2 - fused
+    assert ops["Mul"] == (2 - fused) + scale_muls_left
+    names = [n.name for n in model.graph.node if n.name]
+    assert len(names) == len(set(names))
+    got = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, x)
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_runtime_prefers_int8_and_stays_close(dynamic_bundle):

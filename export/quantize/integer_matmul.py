@@ -25,68 +25,70 @@ MS_DOMAIN = "com.microsoft"
 
 def fuse(model: Any) -> int:
     """Replace every ``MatMulInteger -> Cast(float) -> Mul(Mul(a_scale, b_scale))`` chain of ``model`` (an
-    ``onnx.ModelProto``, changed in place) whose two scales are initializers (a per-tensor ``a_scale``) by one
-    ``com.microsoft.MatMulIntegerToFloat``. Returns how many chains were fused."""
+    ``onnx.ModelProto``, changed in place) whose two scales are initializers (a per-tensor ``a_scale``) and
+    whose intermediate results feed nothing else by one ``com.microsoft.MatMulIntegerToFloat``. A scale
+    ``Mul`` goes too once every chain it fed is fused. Returns how many chains were fused."""
     from onnx import TensorProto, helper
 
     graph = model.graph
+    nodes = list(graph.node)
     inits = {t.name: t for t in graph.initializer}
-    producer = {o: n for n in graph.node for o in n.output}
-    consumers: dict[str, list[Any]] = {}
-    for n in graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
+    producer = {o: i for i, n in enumerate(nodes) for o in n.output}
+    consumers: dict[str, list[int]] = {}
+    for i, n in enumerate(nodes):
+        for name in n.input:
+            consumers.setdefault(name, []).append(i)
     outputs = {o.name for o in graph.output}
 
-    def only_consumer(name: str, op: str) -> Any | None:
+    def only_consumer(name: str, op: str) -> int | None:
         users = consumers.get(name, [])
-        if name in outputs or len(users) != 1 or users[0].op_type != op:
+        if name in outputs or len(users) != 1 or nodes[users[0]].op_type != op:
             return None
         return users[0]
 
+    def per_tensor(name: str) -> bool:
+        return list(inits[name].dims) in ([], [1])
+
     drop: set[int] = set()
+    fused_users: dict[int, int] = {}  # scale Mul -> how many of its consumers were fused
     added: dict[int, Any] = {}  # index of the MatMulInteger -> the fused node
-    for index, node in enumerate(graph.node):
+    for index, node in enumerate(nodes):
         if node.op_type != "MatMulInteger" or node.domain not in ("", "ai.onnx"):
             continue
-        cast = only_consumer(node.output[0], "Cast")
-        if cast is None or next((a.i for a in cast.attribute if a.name == "to"), None) != TensorProto.FLOAT:
+        c = only_consumer(node.output[0], "Cast")
+        if c is None or next((a.i for a in nodes[c].attribute if a.name == "to"), None) != TensorProto.FLOAT:
             continue
-        mul = only_consumer(cast.output[0], "Mul")
-        if mul is None:
+        m = only_consumer(nodes[c].output[0], "Mul")
+        if m is None:
             continue
-        scale = mul.input[1] if mul.input[0] == cast.output[0] else mul.input[0]
-        scale_mul = producer.get(scale)
-        if scale_mul is None or scale_mul.op_type != "Mul" or not all(i in inits for i in scale_mul.input):
+        mul = nodes[m]
+        scale = mul.input[1] if mul.input[0] == nodes[c].output[0] else mul.input[0]
+        s = producer.get(scale)
+        if s is None or nodes[s].op_type != "Mul" or not all(i in inits for i in nodes[s].input):
             continue
-        a_scale, b_scale = scale_mul.input
-        if len(inits[a_scale].dims) > 0 and list(inits[a_scale].dims) != [1]:
+        a_scale, b_scale = nodes[s].input
+        if not per_tensor(a_scale):
             a_scale, b_scale = b_scale, a_scale  # the per-tensor one is A's
-        if len(inits[a_scale].dims) > 0 and list(inits[a_scale].dims) != [1]:
+        if not per_tensor(a_scale):
             continue  # two per-column scales: not this pattern
-        a, b = node.input[0], node.input[1]
         a_zero = node.input[2] if len(node.input) > 2 else ""
         b_zero = node.input[3] if len(node.input) > 3 else ""
         added[index] = helper.make_node(
             "MatMulIntegerToFloat",
-            [a, b, a_scale, b_scale, a_zero, b_zero],
+            [node.input[0], node.input[1], a_scale, b_scale, a_zero, b_zero],
             [mul.output[0]],
-            name=f"{node.name}_to_float",
+            name=f"{mul.output[0]}/MatMulIntegerToFloat",  # output names are unique; node names may be empty
             domain=MS_DOMAIN,
         )
-        drop.update(id(n) for n in (node, cast, mul))
-        if len(consumers.get(scale, [])) == 1:
-            drop.add(id(scale_mul))
+        drop.update((index, c, m))
+        fused_users[s] = fused_users.get(s, 0) + 1
+    for s, n in fused_users.items():
+        if n == len(consumers.get(nodes[s].output[0], [])) and nodes[s].output[0] not in outputs:
+            drop.add(s)
     if not added:
         return 0
-    nodes = []
-    for index, node in enumerate(graph.node):
-        if index in added:
-            nodes.append(added[index])
-        elif id(node) not in drop:
-            nodes.append(node)
     del graph.node[:]
-    graph.node.extend(nodes)
+    graph.node.extend(added.get(i, n) for i, n in enumerate(nodes) if i in added or i not in drop)
     if not any(o.domain == MS_DOMAIN for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
     return len(added)
