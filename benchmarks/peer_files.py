@@ -86,9 +86,14 @@ def openvino_int8(bundle: Path, out: Path, n: int = CALIBRATION_TEXTS) -> Path:
     import nncf
     import openvino as ov
 
+    from mbert_edge.manifest import Manifest
+
     onnx_file = bundle / "model.onnx"
     if not onnx_file.exists():
         raise SystemExit(f"error: {bundle} has no fp32 model.onnx (export it without --quantize)")
+    if (Manifest.read(bundle / "manifest.json").export or {}).get("trim"):
+        # the students benchmark feeds a peer the teacher checkpoint's token ids: its file must be untrimmed
+        raise SystemExit(f"error: {bundle} is trimmed; a peer's file comes from the untrimmed fp32 bundle")
     model = ov.convert_model(str(onnx_file))
     feeds = calibration_feeds(bundle, n)
     names = {i.get_any_name() for i in model.inputs}

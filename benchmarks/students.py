@@ -15,7 +15,8 @@ prefix and normalization as the bundles' manifest says).
 temporary Hugging Face checkpoint, as ``mbert-edge export default`` does. Peers' files of the teacher run
 beside them with the checkpoint's tokenizer: ``--onnx-peer optimum-int8=.../model_quantized.onnx`` (ONNX
 Runtime) and ``--openvino-peer openvino-int8=.../model.xml`` (OpenVINO, NNCF's INT8), both built by
-``benchmarks/variants.py`` (see :class:`PeerRunner`).
+``benchmarks/peer_files.py`` (see :class:`PeerRunner`). A bundle made for OpenVINO (``--target openvino``) is
+loaded with ``backend="openvino"``, as its users must.
 
 What is measured:
 
@@ -30,7 +31,8 @@ What is measured:
   caches were just used by another model) and then the timed repeats, so drift on a shared machine hits all
   entries alike. One predictor per entry, loaded once.
 * **Footprint**: size on disk of every file of the bundle (checkpoint), and of its tokenizer files apart;
-  **cold start**: a fresh subprocess runs ``import mbert_edge; m = mbert_edge.load(p); m.embed(["x"])``
+  **cold start**: a fresh subprocess runs ``import mbert_edge; m = mbert_edge.load(p, backend=...);
+  m.embed(["x"])``
   (``predict`` for classifiers), timed from before ``load`` to after the first result (the import is timed
   apart), median of 3; **peak RSS**: that subprocess's high-water mark after one b32 x s128 batch, from
   ``VmHWM`` in ``/proc/self/status`` (not ``ru_maxrss``: Linux carries the parent's ``ru_maxrss`` over
@@ -153,13 +155,16 @@ def raw_tokenizer(tok: Tokenizer) -> Tokenizer:
 
 
 def bundle_backend(path: Path) -> str:
-    """The ``backend`` a user passes to load the bundle at ``path``: ``"auto"``, or the backend its model
-    files are made for when no automatically chosen backend runs them (``--target openvino`` bundles)."""
+    """The ``backend`` a user passes to load the bundle at ``path``: ``"auto"``, or the backend its INT8 file
+    (else its model files) is made for when that is not an automatically chosen one (``--target openvino``
+    bundles, with or without their fp32 file)."""
     from mbert_edge.backends import REGISTRY
     from mbert_edge.manifest import Manifest
 
-    made_for = {f.backend for f in Manifest.read(Path(path) / "manifest.json").model_files()}
-    if any(b in REGISTRY and REGISTRY[b].auto for b in made_for) or len(made_for) != 1:
+    files = Manifest.read(Path(path) / "manifest.json").model_files()
+    # the INT8 file is the entry (a --keep-fp32 bundle's fp32 file would be what "auto" picks)
+    made_for = {f.backend for f in files if f.precision == "int8"} or {f.backend for f in files}
+    if len(made_for) != 1 or any(b in REGISTRY and REGISTRY[b].auto for b in made_for):
         return "auto"
     return next(iter(made_for))
 
@@ -321,11 +326,12 @@ class PeerRunner:
 
     * ``.onnx`` (``--onnx-peer``): ONNX Runtime on CPU with ``threads`` threads, as Optimum's ``ORTModel``
       runs its INT8 export (``ORTQuantizer`` with ``AutoQuantizationConfig.avx512_vnni(is_static=False,
-      per_channel=True)``, as ``benchmarks/variants.py`` builds it), without its Python wrapper (which can
+      per_channel=True)``, as ``benchmarks/peer_files.py`` builds it), without its Python wrapper (which can
       only add time);
     * ``.xml`` (``--openvino-peer``): OpenVINO's CPU plugin with ``INFERENCE_NUM_THREADS`` = ``threads``
-      (its other settings default: the latency hint), as ``benchmarks/variants.py`` runs NNCF's
-      post-training INT8 of the plain fp32 ONNX graph (``ModelType.TRANSFORMER``).
+      (its other settings default: the latency hint) and a compile cache (``CACHE_DIR``, as our OpenVINO
+      backend keeps one: every load after the first reads the compiled model), running NNCF's post-training
+      INT8 of the plain fp32 ONNX graph (``ModelType.TRANSFORMER``) that ``benchmarks/peer_files.py`` builds.
     """
 
     def __init__(
@@ -335,9 +341,11 @@ class PeerRunner:
         threads: int | None,
         task: str,
         embedding: EmbeddingSpec | None = None,
+        cache_dir: Path | None = None,
     ) -> None:
         from tokenizers import Tokenizer
 
+        self.cache_dir = cache_dir  #: OpenVINO's compile cache (CACHE_DIR); None: none
         self.model = Path(model)
         self.path = self.model.parent
         self.checkpoint = Path(checkpoint)
@@ -345,8 +353,10 @@ class PeerRunner:
         self.embedding = embedding
         self.engine = peer_engine(self.model)
         self.kind = "openvino-peer" if self.engine == "openvino" else "onnx-peer"
-        make = _openvino_infer if self.engine == "openvino" else _ort_infer
-        self._infer, self.engine_settings = make(self.model, threads)
+        if self.engine == "openvino":
+            self._infer, self.engine_settings = _openvino_infer(self.model, threads, cache_dir)
+        else:
+            self._infer, self.engine_settings = _ort_infer(self.model, threads)
         config = json.loads((self.checkpoint / "config.json").read_text())
         # as TorchRunner (transformers) truncates: the tokenizer's model_max_length within the position limit
         limit = int(config.get("max_position_embeddings", 512))
@@ -437,6 +447,10 @@ class PeerRunner:
         return self.embed(texts) if self.task == FEATURE_EXTRACTION else self.predict_labels(texts)
 
 
+#: OpenVINO peers' compile cache (blobs keyed by the model, so one directory serves every peer and run)
+OPENVINO_PEER_CACHE = Path(tempfile.gettempdir()) / "mbert-edge-students-openvino-cache"
+
+
 def peer_engine(model: Path) -> str:
     """``onnxruntime`` for an ``.onnx`` file, ``openvino`` for OpenVINO IR (``.xml`` beside its ``.bin``)."""
     suffix = Path(model).suffix.lower()
@@ -466,10 +480,12 @@ def _ort_infer(model: Path, threads: int | None) -> tuple[Infer, dict[str, Any]]
     return infer, {"intra_op_num_threads": threads}
 
 
-def _openvino_infer(model: Path, threads: int | None) -> tuple[Infer, dict[str, Any]]:
+def _openvino_infer(model: Path, threads: int | None, cache_dir: Path | None) -> tuple[Infer, dict[str, Any]]:
     import openvino as ov
 
-    config = {"INFERENCE_NUM_THREADS": threads} if threads else {}
+    config: dict[str, Any] = {"INFERENCE_NUM_THREADS": threads} if threads else {}
+    if cache_dir is not None:
+        config["CACHE_DIR"] = str(cache_dir)
     compiled = ov.Core().compile_model(str(model), "CPU", config)
     request = compiled.create_infer_request()
     names = [i.get_any_name() for i in compiled.inputs]
@@ -484,6 +500,8 @@ def _openvino_infer(model: Path, threads: int | None) -> tuple[Infer, dict[str, 
     for key in ("INFERENCE_NUM_THREADS", "INFERENCE_PRECISION_HINT", "PERFORMANCE_HINT"):
         value = compiled.get_property(key)
         settings[key] = value.to_string() if isinstance(value, ov.Type) else str(value)
+    if cache_dir is not None:  # a property of the core, not of the compiled model
+        settings["CACHE_DIR"] = str(cache_dir)
     return infer, settings
 
 
@@ -510,7 +528,9 @@ def load_runners(
         task = next(iter(tasks)) if tasks else checkpoint_task(checkpoint)
         spec = next((r.embedding for r in runners.values() if r.embedding is not None), None)
         for name, model in (peers or {}).items():
-            runners[name] = peer = PeerRunner(model, checkpoint, threads, task, spec)
+            # OpenVINO peers keep a compile cache, as our OpenVINO backend does (see PeerRunner)
+            cache = OPENVINO_PEER_CACHE if peer_engine(model) == "openvino" else None
+            runners[name] = peer = PeerRunner(model, checkpoint, threads, task, spec, cache)
             log.info("loaded %s: %s (%s, %s's tokenizer)", name, model, peer.engine, checkpoint)
         runners[PYTORCH] = TorchRunner(checkpoint, threads, task, spec)
         log.info("loaded %s: %s (PyTorch fp32, %s)", PYTORCH, checkpoint, task)
@@ -792,7 +812,9 @@ def child_pytorch(checkpoint: str, threads: int, texts_file: str, task: str, spe
     print(json.dumps({"import_s": t1 - t0, "cold_start_s": t2 - t1, "peak_rss_mb": vm_hwm_mb()}))
 
 
-def child_peer(model: str, checkpoint: str, threads: int, texts_file: str, task: str, spec_json: str) -> None:
+def child_peer(
+    model: str, checkpoint: str, threads: int, texts_file: str, task: str, spec_json: str, cache_dir: str
+) -> None:
     """The cold-start subprocess for a peer's model file (run by ``--child-peer``): as :func:`child_pytorch`,
     the engine's import timed apart."""
     t0 = time.perf_counter()
@@ -803,7 +825,7 @@ def child_peer(model: str, checkpoint: str, threads: int, texts_file: str, task:
 
     t1 = time.perf_counter()
     spec = EmbeddingSpec(**json.loads(spec_json)) if spec_json != "null" else None
-    runner = PeerRunner(Path(model), Path(checkpoint), threads, task, spec)
+    runner = PeerRunner(Path(model), Path(checkpoint), threads, task, spec, Path(cache_dir) if cache_dir else None)
     runner.run(["x"])
     t2 = time.perf_counter()
     runner.run(json.loads(Path(texts_file).read_text(encoding="utf-8")))
@@ -824,7 +846,8 @@ def cold_start_command(runner: Runner, threads: int, texts_file: Path) -> list[s
     spec_json = json.dumps(spec.__dict__) if spec is not None else "null"
     if isinstance(runner, PeerRunner):
         return [sys.executable, str(Path(__file__).resolve()), "--child-peer", str(runner.model),
-                str(runner.checkpoint), str(threads), str(texts_file), runner.task, spec_json]  # fmt: skip
+                str(runner.checkpoint), str(threads), str(texts_file), runner.task, spec_json,
+                str(runner.cache_dir or "")]  # fmt: skip
     return [
         sys.executable,
         str(Path(__file__).resolve()),
@@ -1131,15 +1154,25 @@ def markdown(result: Mapping[str, Any]) -> str:
         + (" **Quick run (--quick): few repeats and texts, not for publishing.**" if result["quick"] else ""),
         f"Command: `{result['command']}`",
         "",
-        "Every entry runs as a user runs it, tokenization included (bundles: `mbert_edge.load(p).embed(texts)` / "
-        "`.predict(texts)`; pytorch: transformers, fp32; peers: the peer's file with the checkpoint's fast "
+        "Every entry runs as a user runs it, tokenization included (bundles: "
+        "`mbert_edge.load(p, backend).embed(texts)` / `.predict(texts)`; pytorch: transformers, fp32; peers: "
+        "the peer's file with the checkpoint's fast "
         "tokenizer, batches of 32 sorted by length, in ONNX Runtime for an ONNX file (as Optimum's ORTModel "
         "without its wrapper) or OpenVINO's CPU plugin for an OpenVINO IR). Latency: median (p90) ms of one call of "
         f"{result['timing']['calls_note']}; throughput: texts per second at b32 x s128. Texts: held-out corpus "
         "paragraphs of the kept languages cut by tokens to exactly 16 / 128 tokens for every entry (prefix and "
         "special tokens included). Ratios: the baseline's time / the entry's (above 1: faster). Size: every file "
         "(the tokenizer's part in brackets). Cold start: a fresh process from before `load` to the first result "
-        "(the import apart), median; peak RSS: that process's VmHWM after one b32 x s128 batch.",
+        "(the import apart), median; peak RSS: that process's VmHWM after one b32 x s128 batch."
+        + (
+            " OpenVINO entries (a bundle's backend, a peer's engine) read a compile cache filled by an earlier "
+            "load, as every load after the first does (the first compiles)."
+            if any(
+                d.get("backend") == "openvino" or d.get("engine") == "openvino"
+                for d in (result["entries"][n]["describe"] for n in names)
+            )
+            else ""
+        ),
         "",
         "| entry | b1 x s16 ms | b1 x s128 ms | b32 x s128 texts/s | vs teacher INT8 (s16 / s128 / b32) "
         "| vs PyTorch fp32 (s16 / s128 / b32) | size MB (tokenizer) | import s | cold start s | peak RSS MB |",
@@ -1327,7 +1360,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="a peer's OpenVINO IR of the teacher (e.g. NNCF's INT8), run with the checkpoint's tokenizer",
     )  # fmt: skip
     ap.add_argument("--child-pytorch", nargs=5, help=argparse.SUPPRESS)
-    ap.add_argument("--child-peer", nargs=6, help=argparse.SUPPRESS)
+    ap.add_argument("--child-peer", nargs=7, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child_pytorch or args.child_peer:
         return args
@@ -1463,8 +1496,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         child_pytorch(checkpoint, int(threads), texts_file, task, spec_json)
         return
     if args.child_peer:
-        model, checkpoint, threads, texts_file, task, spec_json = args.child_peer
-        child_peer(model, checkpoint, int(threads), texts_file, task, spec_json)
+        model, checkpoint, threads, texts_file, task, spec_json, cache_dir = args.child_peer
+        child_peer(model, checkpoint, int(threads), texts_file, task, spec_json, cache_dir)
         return
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("mbert_edge").setLevel(logging.ERROR)  # long held-out paragraphs are cut: expected

@@ -279,8 +279,10 @@ def test_onnx_peer_runs_the_checkpoint_like_pytorch(checkpoints, bundles, tmp_pa
     # the same graph as OpenVINO IR (what NNCF's INT8 is saved as) runs in OpenVINO, as transformers does
     ov = pytest.importorskip("openvino")
     ov.save_model(ov.convert_model(str(peer_dir / "model.onnx")), str(tmp_path / "ov" / "model.xml"))
-    ov_peer = S.PeerRunner(tmp_path / "ov" / "model.xml", ckpt, 1, S.FEATURE_EXTRACTION, spec)
+    cache = tmp_path / "ov-cache"
+    ov_peer = S.PeerRunner(tmp_path / "ov" / "model.xml", ckpt, 1, S.FEATURE_EXTRACTION, spec, cache)
     assert ov_peer.engine == "openvino" and ov_peer.describe()["kind"] == "openvino-peer"
+    assert ov_peer.describe()["engine_settings"]["CACHE_DIR"] == str(cache) and any(cache.iterdir())
     assert ov_peer.describe()["precision"] == "fp32"  # no FakeQuantize: not an INT8 model
     got = ov_peer.embed(texts)
     # OpenVINO's default precision on this CPU: fp32, or bf16 where the CPU has it (recorded with the results)
@@ -331,6 +333,7 @@ def test_a_bundle_made_for_openvino_runs_on_openvino(checkpoints, bundles, tmp_p
         str(checkpoints["feature-extraction"]),
         tmp_path / "ov",
         quantize=QuantizeSettings(mode="static", target="openvino"),
+        keep_fp32=True,  # an fp32 file for ONNX Runtime beside it: "auto" would pick that one
     )
     assert S.bundle_backend(ov_bundle) == "openvino"
     assert S.bundle_backend(bundles["feature-extraction"]) == "auto"
