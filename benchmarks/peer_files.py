@@ -14,8 +14,8 @@ Each peer's own recipe, as its documentation gives it:
     .venv-bench/bin/python benchmarks/peer_files.py optimum build/topic-teacher build/topic-optimum-int8
     .venv/bin/python benchmarks/peer_files.py openvino build/b/topic-fp32 build/topic-openvino-int8
 
-``benchmarks/variants.py`` builds the same two for its variants table (its OpenVINO calibration draws from
-both splits; that table scores speed only).
+``benchmarks/variants.py`` builds its two peers with the same functions (:func:`optimum_int8`,
+:func:`nncf_int8`), calibrating OpenVINO on sentences of both splits: that table scores speed only.
 """
 
 from __future__ import annotations
@@ -63,29 +63,33 @@ def optimum_int8(checkpoint: Path, out: Path) -> Path:
     return out / "model_quantized.onnx"
 
 
-def calibration_feeds(bundle: Path, n: int = CALIBRATION_TEXTS) -> list[dict[str, np.ndarray]]:
-    """``n`` training-split corpus sentences (all corpus languages), tokenized as the bundle tokenizes them
-    (its default prefix, at most :data:`MAX_TOKENS` tokens), in padded batches of :data:`CALIBRATION_BATCH`."""
+def bundle_feeds(bundle: Path, texts: Sequence[str], batch: int = CALIBRATION_BATCH) -> list[dict[str, np.ndarray]]:
+    """``texts`` tokenized as the bundle tokenizes them (its default prefix, at most :data:`MAX_TOKENS`
+    tokens), in padded batches of ``batch``: the model's feeds."""
     from mbert_edge.manifest import Manifest
     from mbert_edge.tokenizer import BundleTokenizer
-    from mbert_edge_export.quantize.calibration import corpus_sample
 
     manifest = Manifest.read(bundle / "manifest.json")
     tok = BundleTokenizer(bundle / "tokenizer.json", min(manifest.max_length, MAX_TOKENS))
     prefix = manifest.embedding.default_prefix if manifest.embedding else ""
-    texts = corpus_sample(n, seed=CALIBRATION_SEED, held_out=False).texts
     feeds = []
-    for i in range(0, len(texts), CALIBRATION_BATCH):
-        f = tok.pad(tok.encode([prefix + t for t in texts[i : i + CALIBRATION_BATCH]]))
+    for i in range(0, len(texts), batch):
+        f = tok.pad(tok.encode([prefix + t for t in texts[i : i + batch]]))
         feeds.append({k: f[k] for k in ("input_ids", "attention_mask", "token_type_ids")})
     return feeds
 
 
-def openvino_int8(bundle: Path, out: Path, n: int = CALIBRATION_TEXTS) -> Path:
-    """NNCF's post-training INT8 (transformer preset) of ``bundle``'s fp32 ``model.onnx``: ``out/model.xml``."""
-    import nncf
-    import openvino as ov
+def calibration_feeds(bundle: Path, n: int = CALIBRATION_TEXTS) -> list[dict[str, np.ndarray]]:
+    """``n`` training-split corpus sentences (all corpus languages) as :func:`bundle_feeds`, in batches of
+    :data:`CALIBRATION_BATCH`."""
+    from mbert_edge_export.quantize.calibration import corpus_sample
 
+    return bundle_feeds(bundle, corpus_sample(n, seed=CALIBRATION_SEED, held_out=False).texts)
+
+
+def openvino_int8(bundle: Path, out: Path, n: int = CALIBRATION_TEXTS) -> Path:
+    """NNCF's post-training INT8 (transformer preset) of ``bundle``'s fp32 ``model.onnx``, calibrated on
+    :func:`calibration_feeds`: ``out/model.xml``."""
     from mbert_edge.manifest import Manifest
 
     onnx_file = bundle / "model.onnx"
@@ -94,15 +98,24 @@ def openvino_int8(bundle: Path, out: Path, n: int = CALIBRATION_TEXTS) -> Path:
     if (Manifest.read(bundle / "manifest.json").export or {}).get("trim"):
         # the students benchmark feeds a peer the teacher checkpoint's token ids: its file must be untrimmed
         raise SystemExit(f"error: {bundle} is trimmed; a peer's file comes from the untrimmed fp32 bundle")
+    return nncf_int8(onnx_file, out, calibration_feeds(bundle, n))
+
+
+def nncf_int8(onnx_file: Path, out: Path, feeds: Sequence[dict[str, np.ndarray]]) -> Path:
+    """OpenVINO's recipe: ``ov.convert_model`` of the plain fp32 ONNX graph (dynamic axes; converting the
+    PyTorch model directly traced the attention mask's shape), NNCF's post-training INT8 for transformers
+    calibrated on ``feeds`` (batches): ``out/model.xml``."""
+    import nncf
+    import openvino as ov
+
     model = ov.convert_model(str(onnx_file))
-    feeds = calibration_feeds(bundle, n)
     names = {i.get_any_name() for i in model.inputs}
     data = [{k: v for k, v in f.items() if k in names} for f in feeds]
     quantized = nncf.quantize(
         model,
         nncf.Dataset(data),
         model_type=nncf.ModelType.TRANSFORMER,
-        subset_size=len(data),  # dataset items: batches of CALIBRATION_BATCH texts
+        subset_size=len(data),  # NNCF counts dataset items: here, batches
     )
     out.mkdir(parents=True, exist_ok=True)
     ov.save_model(quantized, str(out / "model.xml"))

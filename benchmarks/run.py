@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import peer_files
 import report
 import variants
 
@@ -84,18 +85,8 @@ def texts(n: int) -> list[str]:
 
 
 def text_feeds(model_dir: Path, sentences: list[str], batch: int = 16) -> list[variants.Feeds]:
-    from mbert_edge.manifest import Manifest
-    from mbert_edge.tokenizer import BundleTokenizer
-
-    bundle = model_dir / "bundle-fp32"
-    m = Manifest.read(bundle / "manifest.json")
-    tok = BundleTokenizer(bundle / "tokenizer.json", min(m.max_length, 128))
-    prefix = m.embedding.default_prefix if m.embedding else ""
-    out = []
-    for i in range(0, len(sentences), batch):
-        f = tok.pad(tok.encode([prefix + s for s in sentences[i : i + batch]]))
-        out.append({k: f[k] for k in ("input_ids", "attention_mask", "token_type_ids")})
-    return out
+    """The fp32 bundle's feeds for ``sentences`` (:func:`peer_files.bundle_feeds`)."""
+    return peer_files.bundle_feeds(model_dir / "bundle-fp32", sentences, batch)
 
 
 def pooled(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -352,10 +352,11 @@ class PeerRunner:
         self.task = task
         self.embedding = embedding
         self.engine = peer_engine(self.model)
-        self.kind = "openvino-peer" if self.engine == "openvino" else "onnx-peer"
         if self.engine == "openvino":
+            self.kind = "openvino-peer"
             self._infer, self.engine_settings = _openvino_infer(self.model, threads, cache_dir)
         else:
+            self.kind = "onnx-peer"
             self._infer, self.engine_settings = _ort_infer(self.model, threads)
         config = json.loads((self.checkpoint / "config.json").read_text())
         # as TorchRunner (transformers) truncates: the tokenizer's model_max_length within the position limit
@@ -1201,22 +1202,7 @@ def markdown(result: Mapping[str, Any]) -> str:
         label = n + (" (reference)" if n == ref else "")
         lines.append(f"| {label} | {' | '.join(cells)} |")
     lines.append("")
-    lines.append(
-        "Entries: "
-        + "; ".join(
-            f"{n}: {d.get('model_file', d.get('path'))} ({d.get('precision')}, vocab {d.get('vocab_size')}"
-            + (f", {d['engine']}" if d.get("engine") else "")
-            + (f", backend {d['backend']}" if d.get("backend") not in (None, "onnxruntime") else "")
-            + "".join(
-                f" {k.lower()} {v}"
-                for k, v in (d.get("engine_settings") or {}).items()
-                if k == "INFERENCE_PRECISION_HINT"
-            )
-            + ")"
-            for n, d in ((n, result["entries"][n]["describe"]) for n in names)
-        )
-        + "."
-    )
+    lines.append("Entries: " + "; ".join(_entry_note(n, result["entries"][n]["describe"]) for n in names) + ".")
     q = result.get("quality")
     if q:
         lines += ["", *quality_markdown(q, names)]
@@ -1227,6 +1213,18 @@ def markdown(result: Mapping[str, Any]) -> str:
     elif result.get("targets_note"):
         lines += ["", f"Targets: {result['targets_note']}"]
     return "\n".join(lines) + "\n"
+
+
+def _entry_note(name: str, d: Mapping[str, Any]) -> str:
+    """What an entry ran, for the report: its file, precision, vocabulary, and engine or backend if not ours."""
+    facts = [str(d.get("precision")), f"vocab {d.get('vocab_size')}"]
+    if d.get("engine"):
+        facts.append(str(d["engine"]))
+    if d.get("backend") not in (None, "onnxruntime"):
+        facts.append(f"backend {d['backend']}")
+    if precision := (d.get("engine_settings") or {}).get("INFERENCE_PRECISION_HINT"):
+        facts.append(f"inference precision {precision}")
+    return f"{name}: {d.get('model_file', d.get('path'))} ({', '.join(facts)})"
 
 
 def quality_markdown(q: Mapping[str, Any], names: Sequence[str]) -> list[str]:

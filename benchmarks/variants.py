@@ -16,11 +16,11 @@ recipe in the bundle, run by ``backend="openvino"``).
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+import peer_files
 
 Feeds = dict[str, np.ndarray]
 Runner = Callable[[Feeds], np.ndarray]
@@ -48,21 +48,9 @@ def _torch_runner(ckpt: Path, threads: int, bf16: bool) -> Runner:
 
 
 def optimum_int8_path(ckpt: Path, work: Path) -> Path:
-    """Optimum's recipe: export with optimum, then dynamic INT8 for AVX-512 VNNI, per channel."""
-    out = work / "optimum-int8"
-    model_file = out / "model_quantized.onnx"
-    if model_file.exists():
-        return model_file
-    from optimum.onnxruntime import ORTModelForFeatureExtraction, ORTQuantizer
-    from optimum.onnxruntime.configuration import AutoQuantizationConfig
-
-    with tempfile.TemporaryDirectory() as tmp:
-        ORTModelForFeatureExtraction.from_pretrained(str(ckpt), export=True).save_pretrained(tmp)
-        quantizer = ORTQuantizer.from_pretrained(tmp)
-        quantizer.quantize(
-            save_dir=str(out), quantization_config=AutoQuantizationConfig.avx512_vnni(is_static=False, per_channel=True)
-        )
-    return model_file
+    """Optimum's recipe (:func:`peer_files.optimum_int8`), built once into ``work/optimum-int8``."""
+    model_file = work / "optimum-int8" / "model_quantized.onnx"
+    return model_file if model_file.exists() else peer_files.optimum_int8(ckpt, model_file.parent)
 
 
 def ort_runner(path: Path, threads: int) -> Runner:
@@ -83,21 +71,10 @@ def ort_runner(path: Path, threads: int) -> Runner:
 
 
 def openvino_int8_path(onnx_model: Path, work: Path, calibration: Sequence[Feeds]) -> Path:
-    """OpenVINO's recipe: read the plain fp32 ONNX graph (dynamic axes), NNCF post-training INT8 for
-    transformers. (Converting the PyTorch model directly traced the attention mask's shape here.)"""
+    """OpenVINO's recipe (:func:`peer_files.nncf_int8`) on ``calibration``, built once into
+    ``work/openvino-int8``."""
     out = work / "openvino-int8" / "model.xml"
-    if out.exists():
-        return out
-    import nncf
-    import openvino as ov
-
-    ov_model = ov.convert_model(str(onnx_model))
-    quantized = nncf.quantize(
-        ov_model, nncf.Dataset(list(calibration)), model_type=nncf.ModelType.TRANSFORMER, subset_size=len(calibration)
-    )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    ov.save_model(quantized, str(out))
-    return out
+    return out if out.exists() else peer_files.nncf_int8(onnx_model, out.parent, calibration)
 
 
 def openvino_runner(path: Path, threads: int) -> Runner:
