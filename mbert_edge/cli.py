@@ -507,6 +507,8 @@ def _gate_summary(report: dict[str, Any]) -> str:
     skip = ("metric", "value", "threshold", "passed", "texts", "languages", "worst_language", "overall_value")
     extra = {k: round(v, 5) for k, v in g.items() if k not in skip and isinstance(v, (int, float))}
     kept = len(report.get("fp32_groups", []))
+    returned = len(report.get("fp32_nodes_returned_to_int8", []))
+    fp32 = f"{kept} node group(s) kept in fp32" + (f", {returned} of their nodes back in INT8" if returned else "")
     worst = g.get("worst_language")
     judged = (
         f" (worst language {worst['language']} {worst['value']:.5f}, {len(g.get('languages', {}))} languages)"
@@ -515,7 +517,7 @@ def _gate_summary(report: dict[str, Any]) -> str:
     )
     text = (
         f"{g['metric']} {g['value']:.5f}{judged} (needs >= {g['threshold']}) on {g['texts']} held-out texts, "
-        f"{'passed' if g['passed'] else 'FAILED'}; {kept} node group(s) kept in fp32; {extra}"
+        f"{'passed' if g['passed'] else 'FAILED'}; {fp32}; {extra}"
     )
     cost = report.get("fallback_speed_cost")
     if cost:

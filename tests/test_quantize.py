@@ -209,6 +209,9 @@ def test_gate_fails_on_purpose_with_report(tmp_path, checkpoints):
         export_bundle(str(checkpoints["token-classification"]), tmp_path / "out", quantize=impossible)
     report = info.value.report
     assert report["gate"]["metric"] == "token_agreement" and not report["gate"]["passed"]
+    # the fallback's tie-break for taggers: probability error over real tokens
+    assert 0.0 <= report["gate"]["mean_score_error"] <= report["gate"]["max_score_error"] <= 1.0
+    assert all("tie_break" in r for r in report["sensitivity"])
     assert len(report["sensitivity"]) >= LAYERS  # every group was ranked
     assert len(report["fp32_groups"]) == len(report["sensitivity"]) - 1
     assert not (tmp_path / "out").exists()
@@ -250,6 +253,7 @@ def test_fallback_keeps_most_sensitive_groups_in_fp32(tmp_path, bundles, monkeyp
     assert report["sensitivity"][0]["group"] == 1  # ranked most damaging first
     assert report["fp32_groups"] == [1] and report["gate"]["passed"]
     assert set(report["settings"]["fp32_nodes"]) == bad
+    assert report["fp32_nodes_returned_to_int8"] == []  # every node of the group is harmful: none goes back
     assert report["fallback_speed_cost"] == {
         "batch_shape": [8, 20],
         "all_int8_ms": 10.0,

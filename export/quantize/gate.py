@@ -8,9 +8,9 @@ Metrics per task:
 * feature-extraction — cosine between INT8 and fp32 sentence embeddings (mean and min).
 
 Defaults: agreement >= 0.99, mean cosine >= 0.99, overall and for every language of the held-out text with
-enough texts (the worst language counts, not only the mean). When the gate fails, :func:`sensitivity` ranks groups of
-quantized nodes by the damage each does alone (quantize one group at a time), and the pipeline keeps the
-most sensitive groups in fp32 until the gate holds, or fails with the report.
+enough texts (the worst language counts, not only the mean). When the gate fails, the fallback search (:mod:`.fallback`)
+keeps the most damaging groups of quantized nodes (:func:`layer_groups`) in fp32 until the gate holds, then
+returns what single nodes of them it can to INT8, or fails with the report.
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def evaluate(
             thresholds.min_cosine,
         )
     else:
-        rows = []
+        rows, errors = [], []
         for r, g, b in zip(reference, got, batches, strict=True):
             mask = b["attention_mask"].astype(bool).copy()
             lengths = mask.sum(1)
@@ -109,10 +109,17 @@ def evaluate(
             mask[np.arange(len(lengths)), lengths - 1] = False  # [SEP]
             same = (r.argmax(-1) == g.argmax(-1)) & mask
             rows.append(np.stack([same.sum(1), mask.sum(1)], axis=1))
+            errors.append(np.abs(_softmax(r[mask]) - _softmax(g[mask])))
         per_text = np.concatenate(rows).astype(np.float64)
         hits, total = int(per_text[:, 0].sum()), int(per_text[:, 1].sum())
         agree = hits / max(total, 1)
-        report.update(token_agreement=agree, tokens=total)
+        err = np.concatenate(errors) if errors else np.zeros((0,))
+        report.update(
+            token_agreement=agree,
+            tokens=total,
+            mean_score_error=float(err.mean()) if err.size else 0.0,
+            max_score_error=float(err.max()) if err.size else 0.0,
+        )
         report["metric"], report["value"], report["threshold"] = "token_agreement", agree, thresholds.min_agreement
     if langs is not None:
         _judge_languages(report, per_text, langs, discrete=task != FEATURE_EXTRACTION)
@@ -121,6 +128,12 @@ def evaluate(
 
 
 MIN_TEXTS_PER_LANGUAGE = 8
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits.astype(np.float64) - logits.max(-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(-1, keepdims=True)
 
 
 def _judge_languages(
@@ -193,6 +206,16 @@ def quantizable_nodes(path: Path, activation_matmuls: bool = False) -> list[str]
     return out
 
 
+def weight_sizes(path: Path, nodes: Sequence[str]) -> dict[str, int]:
+    """Elements of the weights (initializers) each of ``nodes`` reads: the fallback tries the biggest first."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    sizes = {init.name: int(np.prod(init.dims)) for init in graph.initializer}
+    wanted = set(nodes)
+    return {n.name: sum(sizes.get(i, 0) for i in n.input) for n in graph.node if n.name in wanted}
+
+
 def embedding_nodes(path: Path) -> list[str]:
     """Names of the nodes that read an embedding table: Gathers of a weight, or a fused EmbedLayerNormalization."""
     import onnx
@@ -221,22 +244,3 @@ def node_groups(nodes: Sequence[str], n_groups: int) -> list[list[str]]:
     n_groups = max(1, min(n_groups, len(nodes)))
     bounds = np.linspace(0, len(nodes), n_groups + 1).round().astype(int)
     return [list(nodes[a:b]) for a, b in itertools.pairwise(bounds) if b > a]
-
-
-def sensitivity(
-    groups: Sequence[list[str]],
-    quantize_only: Callable[[list[str], Path], None],
-    score: Callable[[Path], float],
-    work: Path,
-) -> list[tuple[int, float]]:
-    """Rank groups by damage: quantize each group alone (the rest fp32) and score it; worst first."""
-    all_nodes = [n for g in groups for n in g]
-    ranked = []
-    for i, group in enumerate(groups):
-        path = work / f"sensitivity-{i}.onnx"
-        quantize_only([n for n in all_nodes if n not in group], path)  # exclude everything but this group
-        value = score(path)
-        path.unlink(missing_ok=True)
-        ranked.append((i, value))
-        log.info("sensitivity: group %d/%d (%d nodes) alone scores %.5f", i + 1, len(groups), len(group), value)
-    return sorted(ranked, key=lambda x: x[1])

@@ -17,7 +17,16 @@ from mbert_edge.backends.onnxruntime import OnnxRuntimeCPUBackend
 from mbert_edge.backends.openvino import OpenVINOCPUBackend
 from mbert_edge.manifest import EmbeddingSpec
 from mbert_edge_export.errors import ExportError
-from mbert_edge_export.quantize import dynamic, embedding, fixed_ranges, gate, integer_matmul, static, static_nncf
+from mbert_edge_export.quantize import (
+    dynamic,
+    embedding,
+    fallback,
+    fixed_ranges,
+    gate,
+    integer_matmul,
+    static,
+    static_nncf,
+)
 
 log = logging.getLogger(__name__)
 
@@ -187,24 +196,23 @@ def quantize_with_gate(
         nodes = gate.quantizable_nodes(src, activation_matmuls=settings.target == "openvino")
         groups = gate.layer_groups(nodes, gate.embedding_nodes(src), num_layers)
         log.info("ranking %d node groups by sensitivity (quantizing one group at a time)", len(groups))
-        ranking = gate.sensitivity(groups, quantize, lambda p: check(p)["value"], dst.parent)
-        report["sensitivity"] = [{"group": i, "nodes": groups[i], "value_alone": v} for i, v in ranking]
-        limit = settings.max_fallback_groups if settings.max_fallback_groups is not None else len(groups) - 1
-        excluded: list[str] = []
-        for step, (gi, _) in enumerate(ranking[:limit], 1):
-            excluded += groups[gi]
-            recipe = quantize(excluded, dst)
-            result = check(dst)
-            report["fp32_groups"].append(gi)
-            log.info("keeping %d group(s) in fp32: %s = %.5f", step, result["metric"], result["value"])
-            if result["passed"]:
-                report.update(settings=recipe, gate=result)
-                if all_int8_ms is not None:
-                    report["fallback_speed_cost"] = _speed_cost(
-                        all_int8_ms, gate.latency_ms(dst, evaluation[0], backend=runner), evaluation[0]
-                    )
-                return report
-        report.update(settings=recipe, gate=result)
+        outcome = fallback.search(
+            groups,
+            quantize,
+            check,
+            dst,
+            dst.parent,
+            max_groups=settings.max_fallback_groups,
+            weight_sizes=gate.weight_sizes(src, nodes),
+        )
+        report.update(outcome.report_fields())
+        if outcome.passed:
+            if all_int8_ms is not None:
+                report["fallback_speed_cost"] = _speed_cost(
+                    all_int8_ms, gate.latency_ms(dst, evaluation[0], backend=runner), evaluation[0]
+                )
+            return report
+        result = outcome.gate
         other = (
             "try --target onnxruntime"
             if settings.target == "openvino"

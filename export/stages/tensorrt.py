@@ -20,7 +20,7 @@ from typing import Any
 from mbert_edge.tokenizer import BundleTokenizer
 from mbert_edge_export import bundle_writer
 from mbert_edge_export.errors import ExportError
-from mbert_edge_export.quantize import calibration, gate
+from mbert_edge_export.quantize import calibration, fallback, gate
 from mbert_edge_export.quantize.gated import QuantizationGateError
 from mbert_edge_export.stages.context import MODEL_FILE, TOKENIZER_FILE, ExportContext
 from mbert_edge_export.tensorrt import (
@@ -147,8 +147,8 @@ def run(ctx: ExportContext) -> None:
 def _int8_with_gate(
     src: Path, dst: Path, cal_batches: list, trt: TensorRTSettings, judge: Any, loaded: Any
 ) -> dict[str, Any]:
-    """Quantize, gate, and when the gate fails keep the most sensitive layer groups unquantized until it holds
-    (the same fallback as the CPU INT8 stage)."""
+    """Quantize, gate, and when the gate fails keep the most sensitive layer groups unquantized until it holds,
+    then quantize back what single nodes of them it can (the same fallback search as the CPU INT8 stage)."""
     with tempfile.TemporaryDirectory(prefix="mbert-edge-trt-int8-") as tmp:
         work = Path(tmp)
         prepared = work / "prepared.onnx"
@@ -163,24 +163,16 @@ def _int8_with_gate(
         _log_gate("int8", result)
         if result["passed"]:
             return report
-        groups = gate.node_groups(int8.quantizable_nodes(prepared), int(loaded.model.config.num_hidden_layers) + 1)
+        nodes = int8.quantizable_nodes(prepared)
+        groups = gate.node_groups(nodes, int(loaded.model.config.num_hidden_layers) + 1)
         log.info("ranking %d node groups by sensitivity (quantizing one group at a time)", len(groups))
-        ranking = gate.sensitivity(groups, quantize, lambda p: judge(p)["value"], work)
-        report["sensitivity"] = [{"group": i, "nodes": groups[i], "value_alone": v} for i, v in ranking]
-        excluded: list[str] = []
-        for gi, _ in ranking[: len(groups) - 1]:
-            excluded += groups[gi]
-            report["settings"] = quantize(excluded, dst)
-            report["fp32_groups"].append(gi)
-            result = report["gate"] = judge(dst)
-            log.info(
-                "keeping %d group(s) unquantized: %s = %.5f",
-                len(report["fp32_groups"]),
-                result["metric"],
-                result["value"],
-            )
-            if result["passed"]:
-                return report
+        outcome = fallback.search(
+            groups, quantize, judge, dst, work, weight_sizes=gate.weight_sizes(prepared, nodes), label="unquantized"
+        )
+        report.update(outcome.report_fields())
+        if outcome.passed:
+            return report
+        result = outcome.gate
         raise QuantizationGateError(
             f"the int8 TensorRT file reaches {result['metric']} {result['value']:.5f} < {result['threshold']} even "
             f"with {len(report['fp32_groups'])} of {len(groups)} node groups unquantized; lower --min-cosine / "
