@@ -103,10 +103,11 @@ def search(
     work: Path,
     max_groups: int | None = None,
     weight_sizes: Mapping[str, int] | None = None,
-    label: str = "fp32",
+    label: str = "in fp32",
 ) -> Outcome:
     """Keep the most sensitive groups in fp32 until the gate holds (at most ``max_groups``, default all but
     one), then return what nodes of them it can to INT8 (:func:`refine`, biggest ``weight_sizes`` first).
+    ``label`` says where the others stay, for the log ("in fp32", "unquantized").
 
     ``dst`` ends up holding the file the outcome describes, passed or not.
     """
@@ -120,7 +121,7 @@ def search(
         outcome.gate = judge(dst)
         outcome.fp32_groups.append(entry["group"])
         log.info(
-            "keeping %d group(s) in %s: %s = %.5f",
+            "keeping %d group(s) %s: %s = %.5f",
             step,
             label,
             outcome.gate["metric"],
@@ -155,7 +156,7 @@ def refine(
             node,
             result["metric"],
             result["value"],
-            "kept in INT8" if accepted else f"back to {label}",
+            "kept in INT8" if accepted else f"kept {label}",
         )
         if accepted:
             kept, outcome.recipe, outcome.gate = trial, recipe, result
