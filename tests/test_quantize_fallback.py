@@ -109,3 +109,10 @@ def test_token_gate_reports_the_probability_error_over_real_tokens():
     assert report["token_agreement"] == 0.5 and report["tokens"] == 2  # a flips (0.75 > 0.25), b agrees
     assert report["mean_score_error"] == pytest.approx(0.125)  # (0.25 + 0.25 + 0 + 0) / 4
     assert report["max_score_error"] == pytest.approx(0.25)
+
+
+def test_no_group_allowed_back_reports_the_starting_file(tmp_path):
+    s = Scripted(harmful={"head"})
+    start = ({"fp32_nodes": []}, {"metric": "agreement", "value": 0.9, "threshold": 0.99, "passed": False})
+    out = fallback.search(GROUPS, s.quantize, s.judge, tmp_path / "q.onnx", tmp_path, max_groups=0, start=start)
+    assert not out.passed and out.fp32_groups == [] and (out.recipe, out.gate) == start

@@ -104,16 +104,19 @@ def search(
     max_groups: int | None = None,
     weight_sizes: Mapping[str, int] | None = None,
     label: str = "in fp32",
+    start: tuple[dict[str, Any], dict[str, Any]] = ({}, {}),
 ) -> Outcome:
     """Keep the most sensitive groups in fp32 until the gate holds (at most ``max_groups``, default all but
     one), then return what nodes of them it can to INT8 (:func:`refine`, biggest ``weight_sizes`` first).
-    ``label`` says where the others stay, for the log ("in fp32", "unquantized").
+    ``label`` says where the others stay, for the log ("in fp32", "unquantized"); ``start`` is the recipe and
+    gate report of the file at ``dst`` before the search (all nodes quantized), the outcome when no group may
+    go back.
 
     ``dst`` ends up holding the file the outcome describes, passed or not.
     """
     ranking = sensitivity(groups, quantize, judge, work)
     limit = max_groups if max_groups is not None else len(groups) - 1
-    outcome = Outcome(passed=False, recipe={}, gate={}, sensitivity=ranking)
+    outcome = Outcome(passed=False, recipe=start[0], gate=start[1], sensitivity=ranking)
     excluded: list[str] = []
     for step, entry in enumerate(ranking[:limit], 1):
         excluded += entry["nodes"]

@@ -204,6 +204,7 @@ def quantize_with_gate(
             dst.parent,
             max_groups=settings.max_fallback_groups,
             weight_sizes=gate.weight_sizes(src, nodes),
+            start=(recipe, result),
         )
         report.update(outcome.report_fields())
         if outcome.passed:

@@ -167,7 +167,14 @@ def _int8_with_gate(
         groups = gate.node_groups(nodes, int(loaded.model.config.num_hidden_layers) + 1)
         log.info("ranking %d node groups by sensitivity (quantizing one group at a time)", len(groups))
         outcome = fallback.search(
-            groups, quantize, judge, dst, work, weight_sizes=gate.weight_sizes(prepared, nodes), label="unquantized"
+            groups,
+            quantize,
+            judge,
+            dst,
+            work,
+            weight_sizes=gate.weight_sizes(prepared, nodes),
+            label="unquantized",
+            start=(report["settings"], result),
         )
         report.update(outcome.report_fields())
         if outcome.passed:
