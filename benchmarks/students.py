@@ -904,7 +904,6 @@ def cold_starts(
         result[name] = {
             key: round(float(np.median([x[key] for x in rs])), 4)
             for key in ("import_s", "cold_start_s", "peak_rss_b1_mb", "peak_rss_mb")
-            if all(key in x for x in rs)
         }
         result[name]["runs"] = rs
     return result

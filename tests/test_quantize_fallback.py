@@ -54,6 +54,7 @@ def test_rejected_last_candidate_leaves_the_accepted_file(tmp_path):
     out = fallback.search(GROUPS, s.quantize, s.judge, tmp_path / "q.onnx", tmp_path, weight_sizes=SIZES)
     assert out.fp32_nodes == ["l1.attn"] and out.returned_to_int8 == ["l1.ffn2", "l1.ffn1"]
     assert (tmp_path / "q.onnx").read_text() == "l1.attn" and out.gate["passed"]
+    assert s.passes == len(GROUPS) + 1 + 3  # sensitivity, one group, three nodes: the rewrite is not judged again
 
 
 def test_ties_of_the_gate_value_are_broken_by_the_score_error(tmp_path):

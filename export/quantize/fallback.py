@@ -165,7 +165,6 @@ def refine(
             kept, outcome.recipe, outcome.gate = trial, recipe, result
             outcome.returned_to_int8.append(node)
         stale = not accepted
-    if stale:  # write the accepted file again
+    if stale:  # write the accepted file again (quantization is deterministic: its gate report stands)
         outcome.recipe = quantize(kept, dst)
-        outcome.gate = judge(dst)
     outcome.fp32_nodes = kept
