@@ -22,7 +22,7 @@ def _missing_extra(*names: str) -> ModuleNotFoundError:
     """The error raised when dependencies of the ``export`` extra are not installed (``name``: the first)."""
     return ModuleNotFoundError(
         f"the export stage (mbert_edge_export) needs {', '.join(names)}, not installed here: {EXTRA_HINT} "
-        "(the runtime, mbert_edge, needs only numpy, onnxruntime and tokenizers)",
+        "(the runtime, mbert_edge, needs only numpy, onnxruntime, tokenizers and sentencepiece)",
         name=names[0],
     )
 

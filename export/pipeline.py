@@ -1,10 +1,11 @@
 """The export pipeline: an ordered list of stages, each adding files and a section of the fidelity report.
 
-    load_source -> trim_vocabulary -> to_onnx -> tensorrt -> quantize -> write_bundle
+    load_source -> trim_vocabulary -> to_onnx -> sentencepiece_tokenizer -> tensorrt -> quantize -> write_bundle
 
 * ``load_source``: the checkpoint, the embedded default, or a student from ``mbert-edge distill``.
 * ``trim_vocabulary`` (``--languages``): fewer vocabulary rows, identical tokenization on kept languages.
 * ``to_onnx``: ``model.onnx`` + ``tokenizer.json``, checked against PyTorch.
+* ``sentencepiece_tokenizer``: ``tokenizer.model`` for Unigram tokenizers, when it gives the same ids (faster load).
 * ``tensorrt`` (``--target tensorrt``): fp16 and/or int8 Q/DQ files for TensorRT from the plain export, gated.
 * ``quantize`` (``--quantize``): fused graph, INT8 model, accuracy gate.
 * ``write_bundle``: ``manifest.json`` (checksums, settings of every stage, fidelity), moved into place.
@@ -19,13 +20,21 @@ from pathlib import Path
 
 from mbert_edge_export import bundle_writer, onnx_export, parity
 from mbert_edge_export.quantize.gated import QuantizeSettings
-from mbert_edge_export.stages import load_source, quantize, tensorrt, to_onnx, trim_vocabulary, write_bundle
+from mbert_edge_export.stages import (
+    load_source,
+    quantize,
+    sentencepiece_tokenizer,
+    tensorrt,
+    to_onnx,
+    trim_vocabulary,
+    write_bundle,
+)
 from mbert_edge_export.stages.context import INT8_FILE, MODEL_FILE, TOKENIZER_FILE, ExportContext, ExportOptions
 from mbert_edge_export.tensorrt import TensorRTSettings
 
 log = logging.getLogger(__name__)
 
-STAGES = (load_source, trim_vocabulary, to_onnx, tensorrt, quantize, write_bundle)
+STAGES = (load_source, trim_vocabulary, to_onnx, sentencepiece_tokenizer, tensorrt, quantize, write_bundle)
 
 
 def _steps(stage, ctx: ExportContext) -> int:

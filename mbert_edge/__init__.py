@@ -5,7 +5,7 @@
     >>> model.embed(["Hello world", "Hallo Welt"]).shape
     (2, 384)
 
-The runtime needs only numpy, onnxruntime and tokenizers; it never imports torch or transformers.
+The runtime needs only numpy, onnxruntime, tokenizers and sentencepiece; it never imports torch or transformers.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from mbert_edge.errors import (
 )
 from mbert_edge.manifest import FORMAT_VERSION, Manifest
 from mbert_edge.predictor import Predictor
-from mbert_edge.tokenizer import BundleTokenizer
+from mbert_edge.tokenizer import open_tokenizer, tokenizer_file
 
 if TYPE_CHECKING:
     from mbert_edge.backends.base import Backend
@@ -86,7 +86,7 @@ def load(
     if signature is not None:
         signature.check_manifest(bundle.manifest)  # the manifest parsed is the one whose signature was checked
     backend_cls, entry = backends.choose(backend, bundle.manifest.model_files(), precision)
-    tokenizer_entry = bundle.manifest.tokenizer_file()
+    tokenizer_entry = tokenizer_file(bundle.manifest)  # tokenizer.model (SentencePiece) or tokenizer.json
     if verify:  # hash what this predictor reads, each file before it is read; `mbert-edge info` hashes every file
         bundle.verify([tokenizer_entry])
 
@@ -96,14 +96,12 @@ def load(
         bundle.check_model_references(entry)  # the graph reads no tensor data that the manifest does not pin
         return backend_cls(bundle.file_path(entry), threads=threads, precision=entry.precision)
 
-    # The model files are hashed and the backend's session built on a second thread while this one parses the
-    # tokenizer, which holds the GIL (a 250k-piece Unigram vocabulary takes ~0.6 s, 72k pieces ~0.11 s); hashing
-    # and much of ONNX Runtime's setup run without the GIL.
+    # The model files are hashed and the backend's session built on a second thread while this one reads the
+    # tokenizer. Building a 72k-piece Unigram vocabulary holds the GIL (tokenizer.json: ~0.11 s; tokenizer.model:
+    # ~0.06 s); hashing and much of ONNX Runtime's setup run without it.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mbert-edge-load") as pool:
         backend_future = pool.submit(open_backend)
-        tokenizer = BundleTokenizer(
-            bundle.file_path(tokenizer_entry), bundle.manifest.max_length, truncation=truncation
-        )
+        tokenizer = open_tokenizer(bundle, tokenizer_entry, truncation=truncation, verify=verify)
         backend_obj = backend_future.result()
     return Predictor(bundle, backend_obj, entry, tokenizer)
 

@@ -608,6 +608,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
             continue
         if name == "int8":
             print(f"fidelity    int8 ({report['settings']['mode']}): {_gate_summary(report)}")
+        elif name == "tokenizer_sentencepiece":
+            print(f"fidelity    {_sentencepiece_summary(report)}")
         elif name == "optimization":
             parity_diff = report["parity"]["max_abs_diff"]
             print(f"fidelity    fused ops: {json.dumps(report['fused_ops'])}; parity {parity_diff:.1e}")
@@ -639,6 +641,17 @@ def _print_distill_retention(evaluation: dict[str, Any]) -> None:
     others = [cell(lang) for lang in sorted(rows) if lang not in kept]
     if others:
         print(f"  not kept  {', '.join(others)}")
+
+
+def _sentencepiece_summary(report: dict[str, Any]) -> str:
+    """One line on tokenizer.model: its id check against tokenizer.json, or why export did not write it."""
+    if "texts" not in report:
+        return f"tokenizer.model not written: {report.get('reason', 'no reason recorded')}"
+    head = "tokenizer.model:" if report.get("written") else "tokenizer.model not written (the check failed):"
+    return (
+        f"{head} the same ids as tokenizer.json on {report['identical']:,} of {report['texts']:,} texts in "
+        f"{report.get('languages', '?')} languages ({report.get('ties', 0)} near ties, resolved either way)"
+    )
 
 
 def _print_trim(trim: dict[str, Any], fidelity: dict[str, Any]) -> None:

@@ -66,7 +66,8 @@ class FileEntry:
     """One file of the bundle with its checksum; model files also say how they are run."""
 
     path: str
-    #: "model", "weights" (a model's external tensor data), "tokenizer" or "engine" (a prebuilt TensorRT engine)
+    #: "model", "weights" (a model's external tensor data), "tokenizer" (``tokenizer.json``), "tokenizer-sentencepiece"
+    #: (``tokenizer.model``, the same tokenizer for SentencePiece) or "engine" (a prebuilt TensorRT engine)
     role: str
     size: int
     sha256: str
@@ -87,6 +88,9 @@ class FileEntry:
     source: str | None = None
     #: prebuilt engines: the device and TensorRT it was built for
     engine: EngineSpec | None = None
+    #: "tokenizer-sentencepiece" files: the vocabulary ids of the tokens the template adds and of the unknown and
+    #: padding tokens, {"bos": 0, "eos": 2, "unk": 3, "pad": 1}
+    special_ids: dict[str, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -141,6 +145,10 @@ class Manifest:
             if f.role == "tokenizer":
                 return f
         raise BundleFormatError("the manifest lists no tokenizer file; re-export the bundle")
+
+    def sentencepiece_file(self) -> FileEntry | None:
+        """The bundled ``tokenizer.model`` entry (the tokenizer for SentencePiece), if any."""
+        return next((f for f in self.files if f.role == "tokenizer-sentencepiece"), None)
 
     # ------------------------------------------------------------ serialisation
     def to_dict(self) -> dict[str, Any]:
@@ -308,7 +316,18 @@ def _file_entry(x: Any) -> FileEntry:
         min_tensorrt=None if x.get("min_tensorrt") is None else str(x["min_tensorrt"]),
         source=_optional(x, "source", str),
         engine=_engine_spec(x.get("engine")),
+        special_ids=_special_ids(x.get("special_ids")),
     )
+
+
+def _special_ids(value: Any) -> dict[str, int] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0 for k, v in value.items()
+    ):
+        raise BundleFormatError(f"manifest key 'special_ids' must map token names to ids, not {value!r}")
+    return dict(value)
 
 
 def _engine_spec(value: Any) -> EngineSpec | None:

@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
-from tokenizers import Encoding
 
 from mbert_edge.backends.base import Backend
 from mbert_edge.batching import bounded_chunks, length_sorted_batches
@@ -25,7 +24,7 @@ from mbert_edge.bundle import Bundle
 from mbert_edge.errors import InvalidInputError, WrongTaskError
 from mbert_edge.manifest import FEATURE_EXTRACTION, TEXT_CLASSIFICATION, FileEntry
 from mbert_edge.tasks import classification, embedding, token_classification
-from mbert_edge.tokenizer import BundleTokenizer
+from mbert_edge.tokenizer import TextTokenizer, TokenEncoding
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +83,7 @@ class Predictor:
     Create one with :func:`mbert_edge.load`. A predictor is safe to call from several threads.
     """
 
-    def __init__(self, bundle: Bundle, backend: Backend, model_file: FileEntry, tokenizer: BundleTokenizer) -> None:
+    def __init__(self, bundle: Bundle, backend: Backend, model_file: FileEntry, tokenizer: TextTokenizer) -> None:
         self.bundle = bundle
         self.backend = backend
         self.model_file = model_file
@@ -204,7 +203,7 @@ class Predictor:
     # ----------------------------------------------------------------- internals
     def _forward(
         self, items: list[str], batch_size: int, prefix: str = "", single: bool = False
-    ) -> Iterator[tuple[np.ndarray, list[Encoding], dict[str, np.ndarray], dict[str, np.ndarray]]]:
+    ) -> Iterator[tuple[np.ndarray, list[TokenEncoding], dict[str, np.ndarray], dict[str, np.ndarray]]]:
         """Tokenize, batch by length, run; yield (input indices, encodings, feeds, outputs) per batch.
 
         Works through ``items`` one chunk (``STREAM_TEXTS`` texts, ``STREAM_CHARS`` characters) at a time:

