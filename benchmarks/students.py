@@ -207,6 +207,7 @@ class BundleRunner:
             "quantization": f.quantization,
             "max_length": self.max_length,
             "vocab_size": self.tokenizer.get_vocab_size(),
+            "tokenizer_engine": self.predictor.tokenizer.engine,  # "sentencepiece" (tokenizer.model) or "tokenizers"
         }
 
     def run(self, texts: list[str]) -> Any:
@@ -752,6 +753,7 @@ TOKENIZER_FILES = (
     "special_tokens_map.json",
     "vocab.txt",
     "sentencepiece.bpe.model",
+    "tokenizer.model",
 )
 
 
@@ -768,7 +770,7 @@ def size_on_disk(path: Path, runner: Runner | None = None) -> dict[str, Any]:
     total = sum(p.stat().st_size for p in files)
     tok_names = set(TOKENIZER_FILES)
     if isinstance(runner, BundleRunner):
-        tok_names = {f.path for f in runner.predictor.manifest.files if f.role == "tokenizer"}
+        tok_names = {f.path for f in runner.predictor.manifest.files if f.role.startswith("tokenizer")}
     tok = sum(p.stat().st_size for p in files if p.relative_to(path).as_posix() in tok_names)
     out: dict[str, Any] = {"size_mb": round(total / 1e6, 2), "tokenizer_mb": round(tok / 1e6, 2), "files": len(files)}
     if isinstance(runner, BundleRunner):
@@ -1238,6 +1240,8 @@ def markdown(result: Mapping[str, Any]) -> str:
 def _entry_note(name: str, d: Mapping[str, Any]) -> str:
     """What an entry ran, for the report: its file, precision, vocabulary, and engine or backend if not ours."""
     facts = [str(d.get("precision")), f"vocab {d.get('vocab_size')}"]
+    if engine := d.get("tokenizer_engine"):  # bundles: the tokenizer file the runtime read
+        facts.append({"sentencepiece": "tokenizer.model", "tokenizers": "tokenizer.json"}.get(engine, engine))
     if d.get("engine"):
         facts.append(str(d["engine"]))
     if d.get("backend") not in (None, "onnxruntime"):
