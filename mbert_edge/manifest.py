@@ -91,6 +91,9 @@ class FileEntry:
     #: "tokenizer-sentencepiece" files: the vocabulary ids of the tokens the template adds and of the unknown and
     #: padding tokens, {"bos": 0, "eos": 2, "unk": 3, "pad": 1}
     special_ids: dict[str, int] | None = None
+    #: "tokenizer-sentencepiece" files: a regular expression (Python ``re``) matching the texts that must be read with
+    #: tokenizer.json instead (those the two tokenizers read differently)
+    fallback_pattern: str | None = None
 
 
 @dataclass(frozen=True)
@@ -317,6 +320,7 @@ def _file_entry(x: Any) -> FileEntry:
         source=_optional(x, "source", str),
         engine=_engine_spec(x.get("engine")),
         special_ids=_special_ids(x.get("special_ids")),
+        fallback_pattern=_optional(x, "fallback_pattern", str),
     )
 
 

@@ -3,8 +3,8 @@
 Two engines read a bundle's tokenizer: :class:`BundleTokenizer` runs ``tokenizer.json`` with Hugging Face
 ``tokenizers`` (every bundle has one); :class:`~mbert_edge.tokenizer_sentencepiece.SentencePieceTokenizer` runs
 ``tokenizer.model``, the same Unigram tokenizer as a SentencePiece model, which export writes beside it when it
-gives the same ids on every text it was checked on (it loads in about half the time and a third of the memory).
-:func:`tokenizer_file` picks one for a bundle. Both share what this module's base class does:
+gives the same ids on the texts it was checked on, ties apart (it loads in about half the time and a third of the
+memory). :func:`tokenizer_file` picks one for a bundle. Both share what this module's base class does:
 
 Truncation happens at the bundle's ``max_length`` (special tokens included), at the end of the text.
 Padding is done per batch, to the longest sequence of that batch, never to ``max_length``.
@@ -226,7 +226,7 @@ def tokenizer_file(manifest: Manifest) -> FileEntry:
 
     ``tokenizer.model`` (SentencePiece) when the bundle has one, the task needs no character offsets (token
     classification reads them from ``tokenizers``' encodings) and ``sentencepiece`` is installed;
-    ``tokenizer.json`` otherwise. Both give the same ids.
+    ``tokenizer.json`` otherwise. Both give the same ids, ties apart (see :mod:`mbert_edge.tokenizer_sentencepiece`).
     """
     entry = manifest.sentencepiece_file()
     if entry is not None and manifest.task != TOKEN_CLASSIFICATION:
@@ -239,14 +239,16 @@ def tokenizer_file(manifest: Manifest) -> FileEntry:
 def open_tokenizer(bundle: Bundle, entry: FileEntry, truncation: bool = True, verify: bool = True) -> TextTokenizer:
     """The tokenizer of ``entry`` (from :func:`tokenizer_file`; the caller hashes it first when ``verify``).
 
-    A SentencePiece tokenizer opens ``tokenizer.json`` too, should a text need it, hashed first when ``verify``.
+    A SentencePiece tokenizer opens ``tokenizer.json`` too, the first time a text needs it, hashed first when
+    ``verify`` (a damaged one then raises from that call).
     """
     if entry.role != "tokenizer-sentencepiece":
         return BundleTokenizer(bundle.file_path(entry), bundle.manifest.max_length, truncation=truncation)
     from mbert_edge.tokenizer_sentencepiece import SentencePieceTokenizer
 
+    json_entry = bundle.manifest.tokenizer_file()  # listed (and present: Bundle.open checks) before it is needed
+
     def fallback() -> BundleTokenizer:  # tokenizer.json, for the rare text SentencePiece reads otherwise
-        json_entry = bundle.manifest.tokenizer_file()
         if verify:
             bundle.verify([json_entry])
         return BundleTokenizer(bundle.file_path(json_entry), bundle.manifest.max_length, truncation=truncation)
@@ -257,4 +259,5 @@ def open_tokenizer(bundle: Bundle, entry: FileEntry, truncation: bool = True, ve
         entry.special_ids or {},
         fallback=fallback,
         truncation=truncation,
+        fallback_pattern=entry.fallback_pattern,
     )

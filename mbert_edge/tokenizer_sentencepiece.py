@@ -1,24 +1,31 @@
 """``tokenizer.model``: the bundle's Unigram tokenizer run by SentencePiece, for a faster start in less memory.
 
-Export writes it beside ``tokenizer.json`` for Unigram tokenizers (XLM-R, e5) when it gives the same ids on every
-text of its check (``mbert_edge_export.sentencepiece_model``). The two differ in how they hold the vocabulary:
-``tokenizers`` builds a trie of hash maps when it loads (72,000 pieces: ~0.11 s and ~55 MB), SentencePiece a
-double array (~0.06 s and ~20 MB), and SentencePiece's per-text ``encode`` is faster too.
+Export writes it beside ``tokenizer.json`` for Unigram tokenizers (XLM-R, e5) when it gives the same ids on the
+texts of its check, ties apart (``mbert_edge_export.sentencepiece_model``). The two differ in how they hold the
+vocabulary: ``tokenizers`` builds a trie of hash maps when it loads (72,000 pieces: ~0.11 s and ~55 MB),
+SentencePiece a double array (~0.06 s and ~20 MB), and SentencePiece's per-text ``encode`` is faster too.
 
 The model file is the bundle's vocabulary, in order, with one piece more at the end: SentencePiece's unknown piece,
 which it never matches in text. The ``<unk>`` piece of the vocabulary stays a normal piece, so that ``<unk>``
 written in a text is matched as ``tokenizers`` matches it; an unknown character gets the stand-in's id, which this
 module maps to ``<unk>``'s. The template's tokens (``<s>`` ... ``</s>``) come from the manifest's ``special_ids``.
 
-Two characters are read differently by the two: a literal "▁" (SentencePiece takes it for whitespace) and NEL,
-U+0085 (``tokenizers`` strips it at the ends of a text). A text holding either goes to ``tokenizer.json``, opened
-the first time one comes. What SentencePiece does not give: character offsets as ``tokenizers`` computes them (it
-assigns whitespace to pieces differently), so token-classification bundles always read ``tokenizer.json``.
+Some texts are read differently by the two: a literal "▁" (SentencePiece takes it for whitespace), NEL, U+0085
+(``tokenizers`` strips it at the ends of a text), and a character the normalization map rewrites followed by a
+combining mark in a grapheme shorter than 6 bytes (``tokenizers`` replaces the whole grapheme by the character's
+mapping, dropping the mark; SentencePiece keeps it). Export writes a regular expression matching such texts into
+the manifest (``fallback_pattern``); a text it matches goes to ``tokenizer.json``, opened the first time one
+comes. Where two segmentations score the same (the same pieces in another order, as in runs of one character,
+or scores equal to float32's precision), the two may pick different ones: export counts those texts.
+
+What SentencePiece does not give: character offsets as ``tokenizers`` computes them (it assigns whitespace to
+pieces differently), so token-classification bundles always read ``tokenizer.json``.
 """
 
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,9 +35,10 @@ from mbert_edge.errors import BundleFormatError
 from mbert_edge.tokenizer import BundleTokenizer, TextTokenizer
 
 _WORD_START = "\u2581"  # SentencePiece's whitespace mark: a piece starting with it starts a word
-#: characters the two engines treat differently: a literal word mark (SentencePiece takes it for whitespace,
-#: tokenizers' normalizers do not) and NEL, U+0085 (tokenizers' Strip removes it at the ends, SentencePiece keeps it)
-_EXACT_ONLY = re.compile("[\u2581\u0085]")
+#: texts the two engines read differently, when the manifest gives no pattern: a literal word mark (SentencePiece
+#: takes it for whitespace, tokenizers' normalizers do not) and NEL, U+0085 (tokenizers' Strip removes it at the
+#: ends, SentencePiece keeps it)
+DEFAULT_FALLBACK_PATTERN = "[\u2581\u0085]"
 
 
 @dataclass
@@ -70,6 +78,7 @@ class SentencePieceTokenizer(TextTokenizer):
         special_ids: Mapping[str, int],
         fallback: Callable[[], BundleTokenizer],
         truncation: bool = True,
+        fallback_pattern: str | None = None,
     ) -> None:
         import sentencepiece
 
@@ -94,23 +103,30 @@ class SentencePieceTokenizer(TextTokenizer):
         self._keep = max_length - 2  # the text's tokens kept beside <s> and </s>
         self._open_fallback = fallback
         self._fallback: BundleTokenizer | None = None
+        self._fallback_lock = threading.Lock()
+        try:
+            self._exact_only = re.compile(fallback_pattern or DEFAULT_FALLBACK_PATTERN)
+        except re.error as exc:
+            raise BundleFormatError(f"the manifest's fallback_pattern for {path} is not valid: {exc}") from exc
+        self._prefix_pieces: dict[str, int] = {}  # pieces of each prefix seen, for has_content
 
     def _starts_word(self, piece_id: int) -> bool:
         return self._sp.id_to_piece(piece_id).startswith(_WORD_START)
 
     def _exact(self) -> BundleTokenizer:
-        if self._fallback is None:
-            self._fallback = self._open_fallback()
-        return self._fallback
+        with self._fallback_lock:
+            if self._fallback is None:
+                self._fallback = self._open_fallback()
+            return self._fallback
 
     def encode(self, texts: Sequence[str], where: Callable[[int], str] | None = None) -> list[Any]:
         """As :meth:`TextTokenizer.encode`; texts SentencePiece would tokenize otherwise go to ``tokenizer.json``."""
         texts = list(texts)
-        exact = [i for i, t in enumerate(texts) if _EXACT_ONLY.search(t)]
+        exact = [i for i, t in enumerate(texts) if self._exact_only.search(t)]
         if not exact:
             return super().encode(texts, where)
         name = where or (lambda i: f"text {i}")
-        rest = [i for i in range(len(texts)) if _EXACT_ONLY.search(texts[i]) is None]
+        rest = [i for i in range(len(texts)) if self._exact_only.search(texts[i]) is None]
         out: list[Any] = [None] * len(texts)
         for indices, encoder in ((rest, super().encode), (exact, self._exact().encode)):
             if indices:
@@ -141,15 +157,24 @@ class SentencePieceTokenizer(TextTokenizer):
         return last >= self._keep
 
     def has_content(self, encoding: Any, skip_chars: int = 0) -> bool:
-        """Whether the text after its first ``skip_chars`` characters (a prefix put before it) gives a token:
-        False for text the normalizer drops entirely (control, format or zero-width characters)."""
+        """Whether ``encoding`` keeps a token (not a special one) from the text after its first ``skip_chars``
+        characters (a prefix put before it): False for text the normalizer drops entirely (control, format or
+        zero-width characters), or when the prefix alone fills ``max_length``."""
         if not isinstance(encoding, SentencePieceEncoding):
             return self._exact().has_content(encoding, skip_chars)
+        kept = len(encoding.ids) - 2
         if skip_chars == 0:
-            return len(encoding.ids) > 2
+            return kept > 0
+        prefix = encoding.text[:skip_chars]
+        if prefix[-1:].isspace():  # the text starts a word: its pieces follow the prefix's own
+            n = self._prefix_pieces.get(prefix)
+            if n is None:
+                n = self._prefix_pieces.setdefault(prefix, len(self._sp.encode(prefix)))
+            return kept > n
+        # a prefix that runs into the text's first word (rare): does the rest give any piece at all?
         rest = encoding.text[skip_chars:]
         head = rest[: self.head_chars]
-        return bool(self._sp.encode(head)) or (len(rest) > len(head) and bool(self._sp.encode(rest)))
+        return kept > 0 and (bool(self._sp.encode(head)) or (len(rest) > len(head) and bool(self._sp.encode(rest))))
 
     def decode_tokens(self, tokens: Sequence[str]) -> str:
         """Join pieces back into text: word marks become spaces, the first one dropped."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 
 import numpy as np
@@ -103,14 +104,17 @@ def engines(unigram, tmp_path_factory):
     """(tokenizers engine, SentencePiece engine) on the same tokenizer, max_length 24 (texts get cut)."""
     root = tmp_path_factory.mktemp("sp")
     unigram.save(str(root / "tokenizer.json"))
-    model, special_ids = sentencepiece_model.convert(unigram)
+    model, special_ids, pattern = sentencepiece_model.convert(unigram)
     (root / "tokenizer.model").write_bytes(model)
     plain = BundleTokenizer(root / "tokenizer.json", 24)
-    return plain, SentencePieceTokenizer(root / "tokenizer.model", 24, special_ids, fallback=lambda: plain)
+    fast = SentencePieceTokenizer(
+        root / "tokenizer.model", 24, special_ids, fallback=lambda: plain, fallback_pattern=pattern
+    )
+    return plain, fast
 
 
 def test_convert_maps_the_template_and_specials(unigram):
-    model, special_ids = sentencepiece_model.convert(unigram)
+    model, special_ids, _ = sentencepiece_model.convert(unigram)
     assert special_ids == {"bos": 0, "eos": 2, "unk": 3, "pad": 1}
     import sentencepiece
 
@@ -125,8 +129,10 @@ def test_convert_maps_the_template_and_specials(unigram):
 
 
 def test_same_ids_as_tokenizers_on_multilingual_text(unigram, texts):
-    model, special_ids = sentencepiece_model.convert(unigram)
-    report = sentencepiece_model.check(unigram, model, special_ids, texts)
+    model, special_ids, pattern = sentencepiece_model.convert(unigram)
+    report = sentencepiece_model.check(
+        unigram, sentencepiece_model.SentencePieceForm(model, special_ids, pattern), texts
+    )
     assert report.passed and report.texts == len(texts), report.differences
     assert report.identical + report.ties == report.texts and report.ties <= 2
     assert report.languages >= 20
@@ -135,12 +141,13 @@ def test_same_ids_as_tokenizers_on_multilingual_text(unigram, texts):
 def test_check_fails_on_a_model_that_segments_differently(unigram, texts):
     from sentencepiece import sentencepiece_model_pb2 as pb
 
-    model, special_ids = sentencepiece_model.convert(unigram)
+    model, special_ids, pattern = sentencepiece_model.convert(unigram)
     proto = pb.ModelProto()
     proto.ParseFromString(model)
     for piece in proto.pieces[4:-1]:  # flatten the scores: Viterbi now prefers the fewest pieces
         piece.score = -1.0
-    report = sentencepiece_model.check(unigram, proto.SerializeToString(), special_ids, texts)
+    form = sentencepiece_model.SentencePieceForm(proto.SerializeToString(), special_ids, pattern)
+    report = sentencepiece_model.check(unigram, form, texts)
     assert not report.passed and report.identical < report.texts
     assert report.differences and not all(d["tie"] for d in report.differences)
 
@@ -193,28 +200,54 @@ def _no_fallback():
 
 
 def test_texts_sentencepiece_reads_otherwise_go_to_tokenizer_json(unigram, tmp_path):
-    """A literal word mark and NEL (U+0085) at a text's ends: SentencePiece alone gives other ids than tokenizers;
-    the runtime opens tokenizer.json for those texts only, the first time one comes."""
+    """Texts SentencePiece alone reads otherwise than tokenizers: a literal word mark, NEL (U+0085) at a text's
+    ends, a character the normalization map rewrites followed by a combining mark (tokenizers drops the mark). The
+    runtime opens tokenizer.json for those texts only, the first time one comes, and answers as it does."""
     import sentencepiece
 
     unigram.save(str(tmp_path / "tokenizer.json"))
-    model, special_ids = sentencepiece_model.convert(unigram)
+    model, special_ids, pattern = sentencepiece_model.convert(unigram)
     (tmp_path / "tokenizer.model").write_bytes(model)
     plain = BundleTokenizer(tmp_path / "tokenizer.json", 64)
     opened = []
     sp = SentencePieceTokenizer(
-        tmp_path / "tokenizer.model", 64, special_ids, fallback=lambda: opened.append(1) or plain
+        tmp_path / "tokenizer.model",
+        64,
+        special_ids,
+        fallback=lambda: opened.append(1) or plain,
+        fallback_pattern=pattern,
     )
     raw = sentencepiece.SentencePieceProcessor()
     raw.LoadFromSerializedProto(model)
-    sp.encode(["an ordinary text", "x"])
+    ordinary = ["an ordinary text", "x", "e\u0301 composed by both", "\u0928\u093e Devanagari"]
+    sp.encode(ordinary)
     assert not opened
-    odd = ["\u2581 literal mark \u2581\u2581", "\x85next line\x85", "mixed ordinary", "tail \u2581"]
-    assert any([0, *raw.encode(t), 2] != e.ids for t, e in zip(odd, plain.encode(odd), strict=True))
-    ours = sp.encode(odd)
-    assert [e.ids for e in ours] == [e.ids for e in plain.encode(odd)]
+    odd = [
+        "\u2581 literal mark \u2581\u2581",
+        "\x85next line\x85",
+        "\uff21\u0301 fullwidth with an accent",
+        "x\u00a0\u0301y",
+        "\u00a0\u0301",
+    ]
+    differ = [t for t, e in zip(odd, plain.encode(odd), strict=True) if [0, *raw.encode(t), 2] != e.ids]
+    assert len(differ) >= 4, differ  # SentencePiece alone would get these wrong
+    ours, theirs = sp.encode(odd + ordinary), plain.encode(odd + ordinary)
+    assert [e.ids for e in ours] == [e.ids for e in theirs]
     assert opened == [1]
-    assert all(sp.has_content(e) for e in ours)
+    for prefix in ("", "query: "):
+        got = [sp.has_content(e, len(prefix)) for e in sp.encode([prefix + t for t in odd])]
+        want = [plain.has_content(e, len(prefix)) for e in plain.encode([prefix + t for t in odd])]
+        assert got == want and not got[-1]  # tokenizers keeps nothing of NBSP + accent
+
+
+def test_content_after_a_prefix_counts_only_kept_tokens(engines):
+    """A prefix that fills max_length leaves no token of the text: no content, as tokenizers says."""
+    hf, sp = engines
+    for prefix in ("query: ", "query: " + "one two three four five six seven eight nine ten " * 3):
+        batch = [prefix + t for t in ("hello", "\u200b", "hello world again")]
+        got = [sp.has_content(e, len(prefix)) for e in sp.encode(batch)]
+        assert got == [hf.has_content(e, len(prefix)) for e in hf.encode(batch)]
+    assert got == [False, False, False]
 
 
 def test_long_texts_cut_as_the_whole_text(engines, texts):
@@ -229,7 +262,7 @@ def test_long_texts_cut_as_the_whole_text(engines, texts):
 
 
 def test_truncation_off_raises_for_long_text(unigram, tmp_path):
-    model, special_ids = sentencepiece_model.convert(unigram)
+    model, special_ids, _ = sentencepiece_model.convert(unigram)
     (tmp_path / "tokenizer.model").write_bytes(model)
     sp = SentencePieceTokenizer(tmp_path / "tokenizer.model", 8, special_ids, fallback=_no_fallback, truncation=False)
     sp.encode(["short"])
@@ -238,7 +271,7 @@ def test_truncation_off_raises_for_long_text(unigram, tmp_path):
 
 
 def test_bad_files_and_entries(unigram, tmp_path):
-    model, special_ids = sentencepiece_model.convert(unigram)
+    model, special_ids, _ = sentencepiece_model.convert(unigram)
     (tmp_path / "tokenizer.model").write_bytes(model)
     (tmp_path / "broken.model").write_bytes(b"not a model")
     with pytest.raises(BundleFormatError, match="re-export"):
@@ -266,6 +299,8 @@ def test_export_writes_a_checked_tokenizer_model(unigram_bundle):
     entry = m.sentencepiece_file()
     assert entry is not None and entry.path == "tokenizer.model" and (unigram_bundle / "tokenizer.model").is_file()
     assert entry.special_ids == {"bos": 0, "eos": 2, "unk": 3, "pad": 1}
+    fallback = re.compile(entry.fallback_pattern)  # texts the runtime reads with tokenizer.json
+    assert fallback.search("x\uff21\u0301") and fallback.search("\u2581") and not fallback.search("e\u0301 plain")
     report = m.fidelity["tokenizer_sentencepiece"]
     assert report["written"] and report["passed"] and report["identical"] + report["ties"] == report["texts"]
     assert report["texts"] > 10_000 and report["languages"] >= 30

@@ -34,7 +34,7 @@ def run(ctx: ExportContext) -> None:
     assert loaded is not None
     bundled = Tokenizer.from_file(str(ctx.path(TOKENIZER_FILE)))  # what the bundle ships, written by to_onnx
     try:
-        model, special_ids = sentencepiece_model.convert(bundled)
+        form = sentencepiece_model.convert(bundled)
     except sentencepiece_model.NotConvertible as exc:
         if "not Unigram" not in str(exc):  # WordPiece (mBERT) bundles simply have no SentencePiece form
             ctx.fidelity["tokenizer_sentencepiece"] = {"written": False, "reason": str(exc)}
@@ -50,7 +50,7 @@ def run(ctx: ExportContext) -> None:
     log.info(
         "checking tokenizer.model (the tokenizer for SentencePiece) against tokenizer.json on %d texts", len(texts)
     )
-    report = sentencepiece_model.check(bundled, model, special_ids, texts)
+    report = sentencepiece_model.check(bundled, form, texts)
     ctx.fidelity["tokenizer_sentencepiece"] = {"written": report.passed, **report.to_dict()}
     if not report.passed:
         log.warning(
@@ -62,9 +62,9 @@ def run(ctx: ExportContext) -> None:
             report.differences[0]["text"][:80] if report.differences else "none",
         )
         return
-    ctx.path(SENTENCEPIECE_FILE).write_bytes(model)
+    ctx.path(SENTENCEPIECE_FILE).write_bytes(form.model)
     entry = bundle_writer.file_entry(ctx.stage_dir, SENTENCEPIECE_FILE, "tokenizer-sentencepiece")
-    ctx.files.append(dataclasses.replace(entry, special_ids=special_ids))
+    ctx.files.append(dataclasses.replace(entry, special_ids=form.special_ids, fallback_pattern=form.fallback_pattern))
     log.info(
         "tokenizer.model: the same ids as tokenizer.json on %d of %d texts of %d languages (%d ties)",
         report.identical,
