@@ -650,7 +650,7 @@ def _sentencepiece_summary(report: dict[str, Any]) -> str:
     head = "tokenizer.model:" if report.get("written") else "tokenizer.model not written (the check failed):"
     return (
         f"{head} the same ids as tokenizer.json on {report['identical']:,} of {report['texts']:,} texts in "
-        f"{report.get('languages', '?')} languages ({report.get('ties', 0)} near ties, resolved either way)"
+        f"{report.get('languages', '?')} languages ({report.get('ties', 0)} ties between equal-scoring segmentations)"
     )
 
 

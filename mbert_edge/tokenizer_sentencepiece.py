@@ -46,12 +46,15 @@ class SentencePieceEncoding:
     """One text's ids with the template's special tokens, truncated at ``max_length``."""
 
     ids: list[int]
-    #: the text's ids cut off by truncation (empty when it fit)
-    overflowing: list[int]
     #: the text that was encoded (``has_content`` looks at it again)
     text: str
     #: the text's ids before truncation, without special tokens (a long text's head decides on them)
-    pieces: list[int] = field(repr=False, default_factory=list)
+    pieces: list[int] = field(repr=False)
+
+    @property
+    def overflowing(self) -> list[int]:
+        """The text's ids cut off by truncation (empty when it fit)."""
+        return self.pieces[len(self.ids) - 2 :]
 
     @property
     def type_ids(self) -> list[int]:
@@ -122,11 +125,12 @@ class SentencePieceTokenizer(TextTokenizer):
     def encode(self, texts: Sequence[str], where: Callable[[int], str] | None = None) -> list[Any]:
         """As :meth:`TextTokenizer.encode`; texts SentencePiece would tokenize otherwise go to ``tokenizer.json``."""
         texts = list(texts)
-        exact = [i for i, t in enumerate(texts) if self._exact_only.search(t)]
-        if not exact:
+        matched = [self._exact_only.search(t) is not None for t in texts]
+        if not any(matched):
             return super().encode(texts, where)
         name = where or (lambda i: f"text {i}")
-        rest = [i for i in range(len(texts)) if self._exact_only.search(texts[i]) is None]
+        exact = [i for i, m in enumerate(matched) if m]
+        rest = [i for i, m in enumerate(matched) if not m]
         out: list[Any] = [None] * len(texts)
         for indices, encoder in ((rest, super().encode), (exact, self._exact().encode)):
             if indices:
@@ -140,7 +144,7 @@ class SentencePieceTokenizer(TextTokenizer):
         kept = pieces[: self._keep]
         if self._stand_in in kept:
             kept = [self.unk_id if i == self._stand_in else i for i in kept]
-        return SentencePieceEncoding([self._bos, *kept, self._eos], pieces[self._keep :], text, pieces)
+        return SentencePieceEncoding([self._bos, *kept, self._eos], text, pieces)
 
     def _encode_batch(self, texts: list[str]) -> list[SentencePieceEncoding]:
         # one call per text: SentencePiece's batch call starts threads, which costs more than it saves here

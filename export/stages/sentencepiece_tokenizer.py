@@ -16,6 +16,7 @@ from tokenizers import Tokenizer
 from mbert_edge.manifest import TOKEN_CLASSIFICATION
 from mbert_edge_export import bundle_writer, sentencepiece_model
 from mbert_edge_export.stages.context import TOKENIZER_FILE, ExportContext
+from mbert_edge_export.trim.tokenizer_rewrite import model_type
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +34,13 @@ def run(ctx: ExportContext) -> None:
     loaded = ctx.loaded
     assert loaded is not None
     bundled = Tokenizer.from_file(str(ctx.path(TOKENIZER_FILE)))  # what the bundle ships, written by to_onnx
+    if model_type(bundled) != "Unigram":  # WordPiece (mBERT) bundles simply have no SentencePiece form
+        return
     try:
         form = sentencepiece_model.convert(bundled)
     except sentencepiece_model.NotConvertible as exc:
-        if "not Unigram" not in str(exc):  # WordPiece (mBERT) bundles simply have no SentencePiece form
-            ctx.fidelity["tokenizer_sentencepiece"] = {"written": False, "reason": str(exc)}
-            log.info("no tokenizer.model: %s", exc)
+        ctx.fidelity["tokenizer_sentencepiece"] = {"written": False, "reason": str(exc)}
+        log.info("no tokenizer.model: %s", exc)
         return
     if loaded.task == TOKEN_CLASSIFICATION:
         ctx.fidelity["tokenizer_sentencepiece"] = {
