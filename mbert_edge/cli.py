@@ -227,6 +227,17 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, help="same seed and data, same student (default 0)")
     d.add_argument("--train-embeddings", action="store_true", help="train the word-embedding table too")
     d.add_argument("--hidden-loss", type=float, metavar="WEIGHT", help="add hidden-state MSE at the mapped layers")
+    d.add_argument(
+        "--dropout",
+        type=float,
+        help="the student's dropout while training (default: the teacher's config; 0 turns it off)",
+    )
+    d.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        help="training forward passes: bf16 autocast (faster where the CPU or GPU has bf16: AVX512-BF16, AMX) "
+        "or fp32; auto (default) picks bf16 only where it is native",
+    )
     d.add_argument("--temperature", type=float, help="softmax temperature for classifier heads (default 2)")
     d.add_argument(
         "--min-retention",
@@ -829,6 +840,8 @@ def _cmd_distill(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "train_embeddings": True if args.train_embeddings else None,
         "hidden_weight": args.hidden_loss,
+        "dropout": args.dropout,
+        "precision": args.precision,
         "temperature": args.temperature,
         "min_retention": args.min_retention,
         "threads": args.threads,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -107,6 +108,8 @@ def test_student_copies_the_mapped_layers(teacher4):
         ({"layers": 2, "max_length": 4096}, "--max-length"),
         ({"layers": 2, "lr": -1.0}, "--lr"),
         ({"layers": 2, "min_retention": 1.5}, "--min-retention"),
+        ({"layers": 2, "dropout": 1.0}, "--dropout"),
+        ({"layers": 2, "precision": "fp16"}, "--precision"),
     ],
 )
 def test_bad_settings_fail_before_loading(teacher4, tmp_path, monkeypatch, kwargs, message):
@@ -221,6 +224,72 @@ def test_resume_reaches_the_uninterrupted_student(embedding_student, teacher4, t
     assert sorted(a) == sorted(b) and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 
+def test_dropout_zero_trains_the_student_as_it_infers(teacher4, tmp_path):
+    """``dropout=0``: the student's training forward equals its inference forward (the reference), every
+    Dropout module is off, the saved config keeps the teacher's rates, and the student differs from a run
+    with the teacher's dropout."""
+    from mbert_edge_export.distill.trainer import set_dropout
+
+    model = make_student(transformers.BertModel.from_pretrained(teacher4), [0, 3])
+    ids = torch.tensor([[2, 5, 6, 7, 3]])
+    reference = model.eval()(input_ids=ids).last_hidden_state
+    model.train()
+    assert not torch.equal(model(input_ids=ids).last_hidden_state, reference)  # the config's 0.1 drops
+    assert set_dropout(model, 0.0) > 0
+    assert torch.equal(model(input_ids=ids).last_hidden_state, reference)
+
+    plain, off = tmp_path / "plain", tmp_path / "off"
+    _smoke(teacher4, plain, 2)
+    _smoke(teacher4, off, 2, dropout=0.0)
+    config = json.loads((off / "config.json").read_text())
+    assert config["hidden_dropout_prob"] == 0.1 and config["attention_probs_dropout_prob"] == 0.1
+    a, b = _weights(plain), _weights(off)
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+
+
+def test_precision_auto_picks_bf16_only_where_native(monkeypatch):
+    from mbert_edge_export.distill import precision
+
+    monkeypatch.setattr(precision, "native_bf16", lambda device: False)
+    assert precision.resolve("auto", "cpu") == "fp32"
+    assert precision.resolve("bf16", "cpu") == "bf16"  # asked for: emulated where not native, still correct
+    monkeypatch.setattr(precision, "native_bf16", lambda device: True)
+    assert precision.resolve("auto", "cpu") == "bf16"
+    assert precision.resolve("fp32", "cpu") == "fp32"
+    with pytest.raises(DistillError, match="--precision"):
+        precision.resolve("fp16", "cpu")
+
+
+def test_bf16_training_keeps_fp32_targets_and_weights(teacher4, tmp_path, monkeypatch):
+    """bf16 autocast: the cached targets are float32 and within bf16's precision of the fp32 teacher's
+    (the reference: the same teacher run in fp32), the student's weights stay float32, and it learns."""
+    from mbert_edge_export.distill import modeling
+    from mbert_edge_export.distill import trainer as trainer_mod
+
+    made: list = []
+
+    class Recording(trainer_mod.Trainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr("mbert_edge_export.distill.Trainer", Recording)
+    report = _smoke(teacher4, tmp_path / "bf16", 2, precision="bf16")
+    tr = made[0]
+    assert report["training"]["precision"] == "bf16" and tr.precision == "bf16"
+    assert all(p.dtype == torch.float32 for p in tr.student.parameters())
+    assert report["training"]["loss_last"] < report["training"]["loss_first"]
+    idx = [i for i in range(tr.n) if tr.cache.done[i]][:8]
+    assert idx
+    batch = modeling.collate([tr.teacher_ids[i] for i in idx], tr.teacher_pad_id, "cpu")
+    with torch.inference_mode():
+        ref = modeling.run(tr.teacher, tr.task, batch, tr.pooling).pooled
+    got = torch.from_numpy(np.stack([tr.cache.values[i] for i in idx]))
+    assert got.dtype == torch.float32
+    cos = torch.nn.functional.cosine_similarity(got, ref, dim=-1)
+    assert float(cos.min()) > 0.999 and not torch.equal(got, ref)  # bf16's rounding, nothing more
+
+
 def test_resume_with_other_settings_is_refused(teacher4, tmp_path):
     class Interrupted(Exception):
         pass
@@ -287,9 +356,11 @@ def test_cli_distill_smoke(checkpoints, tmp_path, capsys):
     out = tmp_path / "cli-student"
     rc = main([
         "distill", str(checkpoints[FEATURE_EXTRACTION]), "-o", str(out), "--layers", "1", "--preset", "smoke",
-        "--threads", "1",
+        "--threads", "1", "--dropout", "0",
     ])  # fmt: skip
     assert rc == 0 and (out / "config.json").is_file()
+    report = json.loads((out / REPORT_FILE).read_text())
+    assert report["recipe"]["dropout"] == 0.0
     assert "Next: mbert-edge export" in capsys.readouterr().out
     rc = main(["distill", str(checkpoints[FEATURE_EXTRACTION]), "-o", str(tmp_path / "x"), "--layers", "3"])
     assert rc != 0

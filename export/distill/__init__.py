@@ -39,6 +39,7 @@ from mbert_edge_export.distill.data import TrainingData, build_training_data, he
 from mbert_edge_export.distill.evaluate import Candidate, EvalTexts, evaluate, format_report
 from mbert_edge_export.distill.layers import NAMED_MAPS, make_student, named_map
 from mbert_edge_export.distill.modeling import TextEncoder, collate, length_batches, run
+from mbert_edge_export.distill.precision import resolve as resolve_precision
 from mbert_edge_export.distill.settings import (
     PRESETS,
     DistillSettings,
@@ -135,6 +136,8 @@ def distill(
     if settings.threads:
         torch.set_num_threads(settings.threads)
     device = settings.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    precision = resolve_precision(settings.precision, device)
+    log.info("training precision: %s (--precision %s)", precision, settings.precision)
     loaded = load_source(source)
     if loaded.task != teacher_info.task:
         raise DistillError(f"{source} loaded as {loaded.task}, its config says {teacher_info.task}")
@@ -196,6 +199,7 @@ def distill(
         device=device,
         teacher_ids=teacher_ids,
         teacher_pad_id=teacher_pad,
+        precision=precision,
     )
     folder = resume_dir(work)
     if state is not None and folder is not None:

@@ -108,11 +108,13 @@ def run(
     """Forward ``batch`` through ``model`` for ``task``."""
     kwargs: dict[str, Any] = {"output_hidden_states": True} if hidden else {}
     out = model(**batch, **kwargs)
-    hs = tuple(out.hidden_states) if hidden else None
+    # float32 outputs whatever the forward ran in (bf16 autocast): pooling and losses in full precision
+    hs = tuple(h.float() for h in out.hidden_states) if hidden else None
     if task == FEATURE_EXTRACTION:
-        return ModelOutputs(pooled=pool(out.last_hidden_state, batch["attention_mask"], pooling), hidden_states=hs)
+        last = out.last_hidden_state.float()
+        return ModelOutputs(pooled=pool(last, batch["attention_mask"], pooling), hidden_states=hs)
     if task in (TEXT_CLASSIFICATION, TOKEN_CLASSIFICATION):
-        return ModelOutputs(logits=out.logits, hidden_states=hs)
+        return ModelOutputs(logits=out.logits.float(), hidden_states=hs)
     raise ValueError(f"unknown task {task}")
 
 

@@ -52,6 +52,8 @@ class DistillSettings:
     kl_weight: float = 1.0  #: heads: T^2 * KL(teacher || student) at temperature T
     ce_weight: float = 1.0  #: text classification: cross-entropy on gold labels, where the user's texts have them
     hidden_weight: float = 0.0  #: MSE between mapped hidden states (teacher run every step when > 0)
+    dropout: float | None = None  #: the student's dropout while it trains (None: the teacher's config)
+    precision: str = "auto"  #: training forward passes: fp32, bf16 (autocast), auto (bf16 where native)
     temperature: float = 2.0
     eval_texts: int = 32  #: held-out paragraphs per evaluated language
     eval_languages: tuple[str, ...] = PARALLEL_LANGUAGES  #: evaluated besides the kept languages
@@ -101,6 +103,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "eval_languages": ("en", "de", "ru", "zh"),
         "parallel_sentences": 8,
         "checkpoint_every": 10,
+        "precision": "fp32",  # the same student on every machine, bf16 or not
     },
     # e5-small 12 -> 6 layers on a 2-core CPU: the whole command in under 30 minutes (see README)
     "default": {
@@ -209,6 +212,14 @@ def validate(settings: DistillSettings, teacher: TeacherInfo) -> None:
             f"--max-length {settings.max_length}: the teacher takes 4 to {teacher.max_length} tokens",
         ),
         (settings.temperature > 0, f"--temperature {settings.temperature}: must be positive"),
+        (
+            settings.precision in ("auto", "fp32", "bf16"),
+            f"--precision {settings.precision}: choose auto, fp32 or bf16",
+        ),
+        (
+            settings.dropout is None or 0 <= settings.dropout < 1,
+            f"--dropout {settings.dropout}: a probability in [0, 1)",
+        ),
         (
             min(settings.mse_weight, settings.cosine_weight, settings.kl_weight, settings.ce_weight) >= 0
             and settings.hidden_weight >= 0,

@@ -32,6 +32,7 @@ import numpy as np
 from mbert_edge.manifest import FEATURE_EXTRACTION, TEXT_CLASSIFICATION, TOKEN_CLASSIFICATION
 from mbert_edge_export.distill import losses
 from mbert_edge_export.distill.modeling import collate, run
+from mbert_edge_export.distill.precision import autocast
 from mbert_edge_export.distill.settings import DistillSettings
 from mbert_edge_export.distill.teacher_cache import LOGITS, POOLED, TOKEN_LOGITS, TeacherCache
 from mbert_edge_export.errors import DistillError
@@ -90,6 +91,17 @@ def cache_kind(task: str) -> str:
     return {FEATURE_EXTRACTION: POOLED, TEXT_CLASSIFICATION: LOGITS, TOKEN_CLASSIFICATION: TOKEN_LOGITS}[task]
 
 
+def set_dropout(model: torch.nn.Module, p: float) -> int:
+    """Set every dropout module of ``model`` to probability ``p`` (training only: inference never drops);
+    returns how many there were. The saved config keeps the teacher's values."""
+    import torch
+
+    found = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    for m in found:
+        m.p = p  # attention reads its rate from its Dropout module too (eager and SDPA paths)
+    return len(found)
+
+
 class Trainer:
     """Trains ``student`` to imitate ``teacher`` on token ids ``ids`` (and gold ``labels``)."""
 
@@ -109,6 +121,7 @@ class Trainer:
         device: str = "cpu",
         teacher_ids: Sequence[Sequence[int]] | None = None,
         teacher_pad_id: int | None = None,
+        precision: str = "fp32",
     ) -> None:
         import torch
 
@@ -126,6 +139,8 @@ class Trainer:
         self.labels = torch.tensor([-100 if x is None else x for x in labels], dtype=torch.long)
         self.has_labels = task == TEXT_CLASSIFICATION and bool((self.labels >= 0).any())
         self.pad_id, self.work, self.pooling, self.device = pad_id, work, pooling, device
+        #: ``fp32`` or ``bf16`` (autocast of the forward passes; weights, optimizer and targets stay fp32)
+        self.precision = precision
         self.n = len(ids)
         self.batches_per_epoch = math.ceil(self.n / settings.batch_size)
         self._epochs: dict[int, list[list[int]]] = {}
@@ -187,7 +202,7 @@ class Trainer:
             return
         t0 = time.perf_counter()
         batch = collate([self.teacher_ids[i] for i in miss], self.teacher_pad_id, self.device)
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(self.precision, self.device):
             out = run(self.teacher, self.task, batch, self.pooling)
         values = out.pooled if out.pooled is not None else out.logits
         assert values is not None
@@ -205,7 +220,8 @@ class Trainer:
         width = batch["input_ids"].shape[1]
         target = torch.from_numpy(self.cache.get(idx, width)).to(self.device)
         hidden = s.hidden_weight > 0
-        out = run(self.student, self.task, batch, self.pooling, hidden=hidden)
+        with autocast(self.precision, self.device):
+            out = run(self.student, self.task, batch, self.pooling, hidden=hidden)
         if self.task == FEATURE_EXTRACTION:
             assert out.pooled is not None
             loss, _ = losses.embedding_loss(out.pooled, target, s.mse_weight, s.cosine_weight)
@@ -218,7 +234,7 @@ class Trainer:
             loss, _ = losses.token_loss(out.logits, target, batch["attention_mask"], s.temperature, s.kl_weight)
         if hidden:
             t0 = time.perf_counter()
-            with torch.no_grad():
+            with torch.no_grad(), autocast(self.precision, self.device):
                 t_out = run(self.teacher, self.task, batch, self.pooling, hidden=True)
             self.state.teacher_seconds += time.perf_counter() - t0
             assert out.hidden_states is not None and t_out.hidden_states is not None
@@ -322,6 +338,8 @@ class Trainer:
         """Run (or continue) training until the planned steps are done or ``deadline`` (``time.monotonic()``)
         passes; ``on_step(step, loss)`` is called after every step. Returns the training summary."""
         self.student.train()
+        if self.settings.dropout is not None:
+            set_dropout(self.student, self.settings.dropout)
         self.teacher.eval()
         self.state.runs += 1
         first = self.state.step
@@ -395,6 +413,7 @@ class Trainer:
             "teacher_seconds": round(self.state.teacher_seconds, 1),
             "seconds_per_step": round(self.state.train_seconds / max(1, len(ls)), 3),
             "runs": self.state.runs,
+            "precision": self.precision,
             "trainable_parameters": sum(p.numel() for p in self.student.parameters() if p.requires_grad),
         }
 
