@@ -598,6 +598,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
         print(
             f"distilled   from {teacher.get('name', '?')} ({teacher.get('layers', '?')} layers, weights "
             f"{str(teacher.get('weights_sha256', '?'))[:12]}…), teacher layers kept {d.get('layer_map')}"
+            + (f", {d['steps']:,} steps" if isinstance(d.get("steps"), int) else "")
+            + (f" ({d['precision']})" if d.get("precision") else "")
         )
         _print_distill_retention(lineage.get("evaluation") or {})
     trim = m.export.get("trim") or (lineage.get("trim") if isinstance(lineage.get("trim"), dict) else None)

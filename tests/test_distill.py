@@ -190,7 +190,8 @@ def test_student_is_an_ordinary_checkpoint_with_lineage(embedding_student, teach
 
     assert main(["info", str(bundle)]) == 0
     shown = capsys.readouterr().out
-    assert "teacher layers kept [0, 3]" in shown and "fidelity    distill" in shown
+    assert "teacher layers kept [0, 3], 20 steps (fp32)" in shown and "fidelity    distill" in shown
+    assert lineage["distill"]["precision"] == "fp32"  # the smoke preset's, resolved
     worst = report["evaluation"]["gate"]["worst_language"]
     assert f"worst kept language {worst}" in shown
 

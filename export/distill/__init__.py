@@ -288,6 +288,7 @@ def distill(
             "stopped_by": training["stopped_by"],
             "wall_seconds": report["wall_seconds"],
             "device": device,
+            "precision": precision,
             "torch": report["environment"]["versions"].get("torch"),
         },
         "trim": trim_report,
