@@ -306,6 +306,22 @@ def test_export_writes_a_checked_tokenizer_model(unigram_bundle):
     assert report["texts"] > 10_000 and report["languages"] >= 30
 
 
+def test_token_classification_keeps_tokenizer_json_only(unigram, tmp_path):
+    """Entities need character offsets as ``tokenizers`` computes them: no tokenizer.model, and the reason."""
+    from mbert_edge_export import export_bundle
+
+    checkpoint = make_checkpoint(tmp_path / "ckpt", None, "token-classification", tokenizer=unigram)
+    bundle = export_bundle(str(checkpoint), tmp_path / "b")
+    m = Manifest.read(bundle / "manifest.json")
+    assert m.sentencepiece_file() is None and not (bundle / "tokenizer.model").exists()
+    report = m.fidelity["tokenizer_sentencepiece"]
+    assert report == {
+        "written": False,
+        "reason": "token classification reads character offsets, which tokenizers computes",
+    }
+    assert isinstance(mbert_edge.load(bundle).tokenizer, BundleTokenizer)
+
+
 def test_info_reports_the_tokenizer_check(unigram_bundle, capsys):
     from mbert_edge.cli import main
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from mbert_edge.bundle import sha256_file
 from mbert_edge.manifest import FEATURE_EXTRACTION, TEXT_CLASSIFICATION, TOKEN_CLASSIFICATION
+from mbert_edge_export.distill.precision import PRECISIONS
 from mbert_edge_export.errors import DistillError, ExportError
 from mbert_edge_export.languages import parse_languages
 
@@ -213,8 +214,8 @@ def validate(settings: DistillSettings, teacher: TeacherInfo) -> None:
         ),
         (settings.temperature > 0, f"--temperature {settings.temperature}: must be positive"),
         (
-            settings.precision in ("auto", "fp32", "bf16"),
-            f"--precision {settings.precision}: choose auto, fp32 or bf16",
+            settings.precision in PRECISIONS,
+            f"--precision {settings.precision}: choose {', '.join(PRECISIONS)}",
         ),
         (
             settings.dropout is None or 0 <= settings.dropout < 1,

@@ -36,17 +36,17 @@ def run(ctx: ExportContext) -> None:
     bundled = Tokenizer.from_file(str(ctx.path(TOKENIZER_FILE)))  # what the bundle ships, written by to_onnx
     if model_type(bundled) != "Unigram":  # WordPiece (mBERT) bundles simply have no SentencePiece form
         return
-    try:
-        form = sentencepiece_model.convert(bundled)
-    except sentencepiece_model.NotConvertible as exc:
-        ctx.fidelity["tokenizer_sentencepiece"] = {"written": False, "reason": str(exc)}
-        log.info("no tokenizer.model: %s", exc)
-        return
     if loaded.task == TOKEN_CLASSIFICATION:
         ctx.fidelity["tokenizer_sentencepiece"] = {
             "written": False,
             "reason": "token classification reads character offsets, which tokenizers computes",
         }
+        return
+    try:
+        form = sentencepiece_model.convert(bundled)
+    except sentencepiece_model.NotConvertible as exc:
+        ctx.fidelity["tokenizer_sentencepiece"] = {"written": False, "reason": str(exc)}
+        log.info("no tokenizer.model: %s", exc)
         return
     texts = sentencepiece_model.check_texts()
     log.info(
