@@ -157,7 +157,7 @@ def tiny_int8(tmp_path_factory, checkpoints) -> Path:
     ],
 )
 def test_tiny_bundle_in_the_page(node, chromium, tiny_int8, texts, args, file):
-    """WordPiece tokenizer; in WASM: the 4-bit GatherBlockQuantized table, QAttention, MatMulIntegerToFloat,
+    """WordPiece tokenizer; in WASM: the 4-bit table (BitShift, ...), QAttention, MatMulIntegerToFloat,
     MatMulNBits."""
     result = run_page(node, chromium, tiny_int8, *args, "--tokenize", str(texts[1]))
     model = predictor_for(tiny_int8, file)

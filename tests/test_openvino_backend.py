@@ -68,7 +68,7 @@ def test_auto_never_picks_openvino(static_bundle):
 
 @pytest.mark.parametrize("mode", ["dynamic", "static"])
 def test_onnxruntime_int8_is_not_for_openvino(tmp_path, checkpoints, mode):
-    """INT8 files made for ONNX Runtime use its contrib ops (QAttention, GatherBlockQuantized, ...)."""
+    """INT8 files made for ONNX Runtime use its contrib ops (QAttention, MatMulIntegerToFloat, ...)."""
     out = export_bundle(
         str(checkpoints["feature-extraction"]),
         tmp_path / mode,

@@ -44,7 +44,7 @@ def static_bundle(tmp_path_factory, checkpoints):
 
 def test_fusions(tmp_path, bundles):
     report = optimize_graph(bundles["token-classification"] / "model.onnx", tmp_path / "fused.onnx", 2, 32)
-    want = {"Attention": LAYERS, "SkipLayerNormalization": 2 * LAYERS, "BiasGelu": LAYERS, "LayerNormalization": 1}
+    want = {"Attention": LAYERS, "Gelu": LAYERS, "LayerNormalization": 2 * LAYERS + 1}
     assert report["fused_ops"] == want
     counts = op_counts(tmp_path / "fused.onnx")
     for op, n in want.items():
@@ -52,11 +52,50 @@ def test_fusions(tmp_path, bundles):
     assert counts["Softmax"] == 0  # folded into Attention
     # embeddings stay unfused, so the word table can go to 4 bits: word, position, token type
     assert counts["EmbedLayerNormalization"] == 0 and counts["Gather"] >= 3
+    # no SkipLayerNormalization or BiasGelu (slower on CPU, optimize.py): each LayerNorm reads a Sum
+    assert counts["SkipLayerNormalization"] == 0 and counts["BiasGelu"] == 0
+    assert report["residual_sums"] == counts["Sum"] == 2 * LAYERS + 1
+
+
+def _ops_after_onnxruntime(model, path) -> Counter:
+    """The op types of ``model`` after ONNX Runtime's own load-time optimizations (ORT_ENABLE_ALL)."""
+    import onnxruntime as ort
+
+    onnx.save_model(model, str(path.with_suffix(".in.onnx")))
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(path)
+    ort.InferenceSession(str(path.with_suffix(".in.onnx")), options, providers=["CPUExecutionProvider"])
+    return op_counts(path)
+
+
+def test_onnxruntime_keeps_layer_norm_unfused(tmp_path, dynamic_bundle):
+    """ONNX Runtime fuses a residual Add + LayerNormalization of the INT8 file into SkipLayerNormalization when it
+    loads it; the Sum that optimize.py writes instead is left alone, with the same outputs up to rounding."""
+    import onnxruntime as ort
+
+    model = onnx.load(str(dynamic_bundle / "model.int8.onnx"))
+    kept = _ops_after_onnxruntime(model, tmp_path / "kept.onnx")
+    assert kept["SkipLayerNormalization"] == 0 and kept["LayerNormalization"] == 2 * LAYERS + 1
+    with_adds = onnx.load(str(dynamic_bundle / "model.int8.onnx"))
+    for node in with_adds.graph.node:
+        if node.op_type == "Sum":
+            node.op_type = "Add"
+    refused = _ops_after_onnxruntime(with_adds, tmp_path / "refused.onnx")
+    assert refused["SkipLayerNormalization"] == 2 * LAYERS  # what the Sum prevents
+
+    ids = np.array([[2, 40, 41, 42, 43, 3, 0], [2, 50, 51, 3, 0, 0, 0]], dtype=np.int64)
+    feeds = {"input_ids": ids, "attention_mask": (ids > 0).astype(np.int64), "token_type_ids": np.zeros_like(ids)}
+
+    def run(m):
+        session = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+        return session.run(None, {i.name: feeds[i.name] for i in session.get_inputs()})[0]
+
+    np.testing.assert_allclose(run(model), run(with_adds), atol=1e-4)
 
 
 def test_dynamic_node_types_and_manifest(dynamic_bundle):
     counts = op_counts(dynamic_bundle / "model.int8.onnx")
-    assert counts["QAttention"] == LAYERS and counts["GatherBlockQuantized"] == 1  # the 4-bit word table
+    assert counts["QAttention"] == LAYERS and counts["BitShift"] == 3  # the 4-bit word table (embedding.py)
     # attention output, FFN in, FFN out: integer GEMMs that rescale in the kernel (integer_matmul.py), their
     # inputs quantized with the fixed ranges, no Cast/Mul chain left behind
     assert counts["MatMulIntegerToFloat"] == 3 * LAYERS and counts["MatMulInteger"] == 0
@@ -84,7 +123,7 @@ def test_static_node_types(static_bundle):
     producers = {o: n.op_type for n in graph.node for o in n.output}
     matmuls = [n for n in graph.node if n.op_type == "MatMul"]
     assert matmuls and all(producers.get(i) == "DequantizeLinear" for n in matmuls for i in n.input)
-    assert counts["GatherBlockQuantized"] == 1 and counts["EmbedLayerNormalization"] == 0  # 4-bit word table
+    assert counts["BitShift"] == 3 and counts["EmbedLayerNormalization"] == 0  # 4-bit word table
     m = Manifest.read(static_bundle / "manifest.json")
     assert [f.precision for f in m.model_files()] == ["int8"]  # fp32 dropped by default
     assert m.fidelity["int8"]["settings"]["calibration_method"] == "entropy"
@@ -112,7 +151,9 @@ def test_fused_rescaling_computes_what_the_chain_computes(tmp_path, bundles):
     ops = Counter(n.op_type for n in fused_model.graph.node)
     assert ops["MatMulIntegerToFloat"] == 3 * LAYERS and ops["MatMulInteger"] == 0
     before = Counter(n.op_type for n in chain_model.graph.node)
-    assert sum(before.values()) - sum(ops.values()) == 3 * LAYERS * 3  # MatMulInteger, Cast, Mul(x, scale)...
+    # MatMulInteger, Cast, Mul(x, scale), the bias Add and Mul(a_scale, b_scale) become one node
+    assert sum(before.values()) - sum(ops.values()) == 3 * LAYERS * 4
+    assert all(len(n.input) == 7 and n.input[6] for n in fused_model.graph.node if n.op_type == "MatMulIntegerToFloat")
     fused = tmp_path / "fused-int8.onnx"
     onnx.save_model(fused_model, str(fused))
 
@@ -190,6 +231,38 @@ def test_fusion_keeps_what_other_nodes_need(shared_scale, second_use, named, fus
     got = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, x)
     for a, b in zip(got, want, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_fusion_folds_only_a_per_column_bias():
+    """A 1-D constant Add after a chain becomes the kernel's bias (same outputs); an Add of a constant of another
+    shape after the other chain stays an Add."""
+    import onnxruntime as ort
+    from onnx import helper, numpy_helper
+
+    from mbert_edge_export.quantize import integer_matmul
+
+    model = _chain_graph(shared_scale=False, second_use=False, named=True)
+    rng = np.random.default_rng(2)
+    model.graph.initializer.extend(
+        [
+            numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "bias0"),
+            numpy_helper.from_array(rng.standard_normal((3, 4)).astype(np.float32), "bias1"),  # not per column
+        ]
+    )
+    for k in range(2):
+        for node in model.graph.node:
+            if node.op_type == "Mul" and node.output[0] == f"y{k}":
+                node.output[0] = f"m{k}"
+        model.graph.node.append(helper.make_node("Add", [f"m{k}", f"bias{k}"], [f"y{k}"]))
+    x = {"x": np.random.default_rng(1).integers(0, 256, (3, 8)).astype(np.uint8)}
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, x)
+    assert integer_matmul.fuse(model) == 2
+    fused = {n.output[0]: list(n.input) for n in model.graph.node if n.op_type == "MatMulIntegerToFloat"}
+    assert fused["y0"][6:] == ["bias0"] and len(fused["m1"]) == 6
+    assert [n.input[1] for n in model.graph.node if n.op_type == "Add"] == ["bias1"]
+    got = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, x)
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
 
 
 def test_runtime_prefers_int8_and_stays_close(dynamic_bundle):
@@ -465,7 +538,8 @@ def test_quantize_settings_rejected_before_any_work(tmp_path, settings, message)
 
 
 def test_int4_blocks_hand_checked_and_run_by_onnxruntime(tmp_path):
-    """Packing and scales against hand-computed values; ONNX Runtime's GatherBlockQuantized dequantizes them."""
+    """Packing and scales against hand-computed values; the standard ops that replace the Gather decode them in
+    ONNX Runtime (ids of rank 1 and 2), as its GatherBlockQuantized contrib op decodes the same table."""
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
@@ -474,24 +548,60 @@ def test_int4_blocks_hand_checked_and_run_by_onnxruntime(tmp_path):
     table = np.array([[3.5, -0.5, 0.0, 1.4] * 4, [-7.0, 1.0, 7.0, 0.0] * 4], dtype=np.float32)  # 2 x 16
     packed, scales = embedding.quantize_blocks(table, 16)
     np.testing.assert_allclose(scales, [[0.5], [1.0]])  # max |x| / 7 per block
-    # row 0 -> 7, -1 (nibble 0xF), 0, 1.4/0.5 = 2.8 -> 3; row 1 -> -7 (nibble 0x9), 1, 7, 0; low nibble first
-    assert packed[:2] == bytes([0xF7, 0x30]) and packed[8:10] == bytes([0x19, 0x07])
+    # values + 8, low nibble first: row 0 -> 7, -1, 0, 1.4/0.5 = 2.8 -> 3: 15, 7, 8, 11; row 1 -> -7, 1, 7, 0
+    assert packed[:2] == bytes([0x7F, 0xB8]) and packed[8:10] == bytes([0x91, 0x8F])
+    want = np.array([[-7.0, 1.0, 7.0, 0.0] * 4, [3.5, -0.5, 0.0, 1.5] * 4], dtype=np.float32)  # 1.4 -> 3 x 0.5
 
-    graph = helper.make_graph(
-        [helper.make_node("Gather", ["table", "ids"], ["out"], name="word_embeddings/Gather")],
+    for shape in ([None], [None, None]):
+        graph = helper.make_graph(
+            [helper.make_node("Gather", ["table", "ids"], ["out"], name="word_embeddings/Gather")],
+            "g",
+            [helper.make_tensor_value_info("ids", TensorProto.INT64, shape)],
+            [helper.make_tensor_value_info("out", TensorProto.FLOAT, [*shape, 16])],
+            [numpy_helper.from_array(table, "table")],
+        )
+        path = tmp_path / f"m{len(shape)}.onnx"
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+        assert embedding.word_embedding_node(path) == "word_embeddings/Gather"
+        info = embedding.compress_word_embedding(path, "word_embeddings/Gather")
+        assert info == {
+            "node": "word_embeddings/Gather",
+            "shape": [2, 16],
+            "bits": 4,
+            "block_size": 16,
+            "scales": "fp32",
+        }
+        model = onnx.load(str(path))
+        assert {n.domain for n in model.graph.node} == {""}  # standard ops only
+        ids = np.array([1, 0], np.int64).reshape((1, 2) if len(shape) == 2 else (2,))
+        got = ort.InferenceSession(str(path)).run(None, {"ids": ids})[0]
+        np.testing.assert_allclose(got.reshape(2, 16), want, atol=1e-6)
+
+    # ONNX Runtime's contrib op reads the same bytes as UINT4 with zero point 8: the same numbers to the bit
+    gbq = helper.make_graph(
+        [
+            helper.make_node(
+                "GatherBlockQuantized",
+                ["t", "ids", "s", "z"],
+                ["out"],
+                domain="com.microsoft",
+                gather_axis=0,
+                quantize_axis=1,
+                block_size=16,
+            )
+        ],
         "g",
         [helper.make_tensor_value_info("ids", TensorProto.INT64, [None])],
         [helper.make_tensor_value_info("out", TensorProto.FLOAT, [None, 16])],
-        [numpy_helper.from_array(table, "table")],
+        [
+            helper.make_tensor("t", TensorProto.UINT4, [2, 16], packed, raw=True),
+            numpy_helper.from_array(scales, "s"),
+            helper.make_tensor("z", TensorProto.UINT4, [2, 1], bytes([0x88]), raw=True),
+        ],
     )
-    path = tmp_path / "m.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
-    assert embedding.word_embedding_node(path) == "word_embeddings/Gather"
-    info = embedding.compress_word_embedding(path, "word_embeddings/Gather")
-    assert info == {"node": "word_embeddings/Gather", "shape": [2, 16], "bits": 4, "block_size": 16, "scales": "fp32"}
-    got = ort.InferenceSession(str(path)).run(None, {"ids": np.array([1, 0], np.int64)})[0]
-    want = np.array([[-7.0, 1.0, 7.0, 0.0] * 4, [3.5, -0.5, 0.0, 1.5] * 4], dtype=np.float32)  # 1.4 -> 3 x 0.5
-    np.testing.assert_allclose(got, want, atol=1e-6)
+    m = helper.make_model(gbq, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)])
+    contrib = ort.InferenceSession(m.SerializeToString()).run(None, {"ids": np.array([1, 0], np.int64)})[0]
+    np.testing.assert_array_equal(contrib, got.reshape(2, 16))
 
 
 def test_int8_rows_fallback_run_by_onnxruntime(tmp_path):

@@ -10,6 +10,11 @@ written, read by ``Mul``. Profiled on the 6-layer e5 student at b1 x s128: ``Cas
 the time. This module writes the fused contrib op itself, with the same inputs; the kernel applies
 ``a_scale * b_scale`` (per output column) to the int32 accumulator as it leaves the GEMM (the same float32
 products as the chain), so the outputs are those of the chain.
+
+A bias ``Add`` right after the chain (a 1-D constant, one value per output column: the attention output's
+and both FFN matmuls' biases, once the graph optimizer leaves them unfused, see ``optimize.py``) goes into
+the kernel too, as ``MatMulIntegerToFloat``'s optional bias input: one pass over the activations fewer, and
+``Gelu`` then reads the GEMM's output directly.
 """
 
 from __future__ import annotations
@@ -26,8 +31,9 @@ MS_DOMAIN = "com.microsoft"
 def fuse(model: Any) -> int:
     """Replace every ``MatMulInteger -> Cast(float) -> Mul(Mul(a_scale, b_scale))`` chain of ``model`` (an
     ``onnx.ModelProto``, changed in place) whose two scales are initializers (a per-tensor ``a_scale``) and
-    whose intermediate results feed nothing else by one ``com.microsoft.MatMulIntegerToFloat``. A scale
-    ``Mul`` goes too once every chain it fed is fused. Returns how many chains were fused."""
+    whose intermediate results feed nothing else by one ``com.microsoft.MatMulIntegerToFloat``, with the
+    chain's bias ``Add`` folded in when one follows (see the module's docstring). A scale ``Mul`` goes too
+    once every chain it fed is fused. Returns how many chains were fused."""
     from onnx import TensorProto, helper
 
     graph = model.graph
@@ -48,6 +54,16 @@ def fuse(model: Any) -> int:
 
     def per_tensor(name: str) -> bool:
         return list(inits[name].dims) in ([], [1])
+
+    def bias_add(name: str, weight: str) -> tuple[int, str] | None:
+        """The ``Add`` of a 1-D float constant, one value per output column, that alone reads ``name``."""
+        a = only_consumer(name, "Add")
+        if a is None or weight not in inits or len(inits[weight].dims) != 2:
+            return None
+        other = next((i for i in nodes[a].input if i != name), None)
+        if other is None or other not in inits or inits[other].data_type != TensorProto.FLOAT:
+            return None
+        return (a, other) if list(inits[other].dims) == [inits[weight].dims[1]] else None
 
     drop: set[int] = set()
     fused_users: dict[int, int] = {}  # scale Mul -> how many of its consumers were fused
@@ -73,10 +89,16 @@ def fuse(model: Any) -> int:
             continue  # two per-column scales: not this pattern
         a_zero = node.input[2] if len(node.input) > 2 else ""
         b_zero = node.input[3] if len(node.input) > 3 else ""
+        inputs, output = [node.input[0], node.input[1], a_scale, b_scale, a_zero, b_zero], mul.output[0]
+        bias = bias_add(output, node.input[1])
+        if bias is not None:
+            inputs.append(bias[1])
+            output = nodes[bias[0]].output[0]
+            drop.add(bias[0])
         added[index] = helper.make_node(
             "MatMulIntegerToFloat",
-            [node.input[0], node.input[1], a_scale, b_scale, a_zero, b_zero],
-            [mul.output[0]],
+            inputs,
+            [output],
             name=f"{mul.output[0]}/MatMulIntegerToFloat",  # output names are unique; node names may be empty
             domain=MS_DOMAIN,
         )

@@ -15,7 +15,7 @@ cosine 0.99936 against 0.99588), at about the size of the INT8 file:
   8-bit weights, one scale per output channel (written per block of 32), ``accuracy_level`` 0: the weights are
   dequantized and multiplied in fp32 (a higher level would quantize the activations again);
 * the fused ``Attention``'s QKV weight is int8 per output channel, read through ``DequantizeLinear``;
-* the word-embedding table goes to 4 bits as in the INT8 file (``GatherBlockQuantized``, exact in WASM).
+* the word-embedding table goes to 4 bits as in the INT8 file (standard ops, exact in WASM).
 
 Natively it is slower than dynamic INT8 (its kernels dequantize weights on every call), so runtimes choose it
 only by name: the manifest lists it as its own model file with ``quantization: "weight-only"``.

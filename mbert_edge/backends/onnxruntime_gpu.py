@@ -5,7 +5,7 @@
   engine and timing caches in this SDK's TensorRT cache directory and the manifest's optimization profile.
 
 Both run the bundle's TensorRT-ready files (standard ops only; fp16 preferred) or its fp32 file; never the
-CPU INT8 files, whose ONNX Runtime contrib ops (``GatherBlockQuantized``, ``MatMulInteger``) would fall
+CPU INT8 files, whose ONNX Runtime contrib ops (``QAttention``, ``MatMulInteger``) would fall
 back to the CPU node by node. ``onnxruntime-gpu`` replaces the CPU ``onnxruntime`` package (same module
 name): install one or the other (``pip install 'mbert-edge[gpu]'``).
 """

@@ -88,7 +88,7 @@ class OpenVINOCPUBackend(Backend):
         if own is not None:
             return own
         # of the files made for ONNX Runtime only fp32 ones: its INT8 files use its contrib ops
-        # (QAttention, GatherBlockQuantized, ...), which OpenVINO does not run
+        # (QAttention, MatMulIntegerToFloat, ...), which OpenVINO does not run
         if precision in (None, "fp32"):
             return next((f for f in files if f.backend == "onnxruntime" and f.precision == "fp32"), None)
         return None

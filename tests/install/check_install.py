@@ -6,7 +6,7 @@ Run by ``make test-wheel`` and ``make test-floors`` (not collected by pytest: th
 ``bundles OUT``
     In the repository's ``.venv`` (which has the export stage): tiny BERT checkpoints built from a config, with a
     WordPiece vocabulary made from the sentences below (no network, no corpus package), exported to bundles of
-    all three tasks plus a dynamic INT8 one (4-bit word table: ``GatherBlockQuantized``) and a sentence encoder
+    all three tasks plus a dynamic INT8 one (4-bit word table) and a sentence encoder
     with a Unigram tokenizer (its ``tokenizer.model`` read by sentencepiece); the checkout's runtime
     records their predictions in ``OUT/expected.json``.
 ``runtime BUNDLES --source ROOT``
