@@ -186,6 +186,20 @@ def _parser() -> argparse.ArgumentParser:
         "(the best of those by untrained cosine), or indices like 0,2,4,7,9,11",
     )
     d.add_argument(
+        "--intermediate-size",
+        type=int,
+        metavar="N",
+        help="feed-forward neurons each student layer keeps (default: all of the teacher's, 1536 for e5-small): "
+        "the N most active on training text, then trained",
+    )
+    d.add_argument(
+        "--init-student",
+        type=Path,
+        metavar="CHECKPOINT",
+        help="start from a student distilled earlier from the same teacher (same --layers and --languages) "
+        "instead of cutting one from it: e.g. narrow a trained student with --intermediate-size",
+    )
+    d.add_argument(
         "--languages",
         metavar="CODES",
         help="ISO 639-1 codes: trim the vocabulary to them first, weight them up in "
@@ -218,9 +232,9 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         metavar="MIN",
         help="minutes from start to the end of training (default preset: "
-        "24; 0: no limit); evaluation and saving follow",
+        "25; 0: no limit); evaluation and saving follow",
     )
-    d.add_argument("--max-texts", type=int, help="training texts in all (default preset: 16000)")
+    d.add_argument("--max-texts", type=int, help="training texts in all (default preset: 40000)")
     d.add_argument("--batch-size", type=int)
     d.add_argument("--lr", type=float, help="peak learning rate (AdamW, linear warmup and decay)")
     d.add_argument("--max-length", type=int, help="tokens per training text (default preset: 128)")
@@ -598,6 +612,16 @@ def _cmd_info(args: argparse.Namespace) -> int:
         print(
             f"distilled   from {teacher.get('name', '?')} ({teacher.get('layers', '?')} layers, weights "
             f"{str(teacher.get('weights_sha256', '?'))[:12]}…), teacher layers kept {d.get('layer_map')}"
+            + (
+                f", feed-forward {ffn['intermediate_size']['teacher']} -> {ffn['intermediate_size']['student']}"
+                if isinstance(ffn := d.get("feed_forward_pruning"), dict) and "intermediate_size" in ffn
+                else ""
+            )
+            + (
+                f", started from the student {d['initialized_from']['path']}"
+                if isinstance(d.get("initialized_from"), dict)
+                else ""
+            )
             + (f", {d['steps']:,} steps" if isinstance(d.get("steps"), int) else "")
             + (f" ({d['precision']})" if d.get("precision") else "")
         )
@@ -832,6 +856,8 @@ def _cmd_distill(args: argparse.Namespace) -> int:
         ) from exc
     overrides: dict[str, Any] = {
         "layer_map": args.layer_map,
+        "intermediate_size": args.intermediate_size,
+        "init_student": args.init_student,
         "steps": args.steps,
         "epochs": args.epochs,
         "time_budget": args.time_budget,

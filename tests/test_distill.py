@@ -110,6 +110,8 @@ def test_student_copies_the_mapped_layers(teacher4):
         ({"layers": 2, "min_retention": 1.5}, "--min-retention"),
         ({"layers": 2, "dropout": 1.0}, "--dropout"),
         ({"layers": 2, "precision": "fp16"}, "--precision"),
+        ({"layers": 2, "intermediate_size": 65}, "has 64 feed-forward neurons"),
+        ({"layers": 2, "intermediate_size": 0}, "keep between 1 and 64"),
     ],
 )
 def test_bad_settings_fail_before_loading(teacher4, tmp_path, monkeypatch, kwargs, message):
@@ -357,11 +359,12 @@ def test_cli_distill_smoke(checkpoints, tmp_path, capsys):
     out = tmp_path / "cli-student"
     rc = main([
         "distill", str(checkpoints[FEATURE_EXTRACTION]), "-o", str(out), "--layers", "1", "--preset", "smoke",
-        "--threads", "1", "--dropout", "0",
+        "--threads", "1", "--dropout", "0", "--intermediate-size", "24",
     ])  # fmt: skip
     assert rc == 0 and (out / "config.json").is_file()
     report = json.loads((out / REPORT_FILE).read_text())
     assert report["recipe"]["dropout"] == 0.0
+    assert report["recipe"]["intermediate_size"] == 24 and report["student"]["intermediate_size"] == 24
     assert "Next: mbert-edge export" in capsys.readouterr().out
     rc = main(["distill", str(checkpoints[FEATURE_EXTRACTION]), "-o", str(tmp_path / "x"), "--layers", "3"])
     assert rc != 0
@@ -459,3 +462,147 @@ def test_teacher_ids_refused_for_per_token_targets(teacher4):
     model = transformers.AutoModel.from_pretrained(teacher4)
     with pytest.raises(ValueError, match="per-token targets"):
         Trainer(model, model, FEATURE_EXTRACTION, [[1, 2]], [None], settings, [0], 0, Path("."), "f", teacher_ids=[[1]])
+
+
+# -- feed-forward width pruning ----------------------------------------------------------------------------
+
+
+def test_pruning_equals_zeroing_the_dropped_neurons(teacher4):
+    """The reference: the unpruned student with the dropped neurons' output columns set to zero."""
+    from mbert_edge_export.distill import pruning
+
+    teacher = transformers.AutoModel.from_pretrained(teacher4).eval()
+    keep = [[i for i in range(64) if i % 3 != 1], [i for i in range(64) if i % 5 != 0][:43]]  # 43 of 64 each
+    pruned = make_student(teacher, [0, 3])
+    pruning.prune(pruned, keep)
+    zeroed = make_student(teacher, [0, 3])
+    with torch.no_grad():
+        for layer, kept in zip(zeroed.encoder.layer, keep, strict=True):
+            dropped = [i for i in range(64) if i not in kept]
+            layer.output.dense.weight[:, dropped] = 0.0
+    assert pruned.config.intermediate_size == 43
+    assert pruned.encoder.layer[1].intermediate.dense.weight.shape == (43, 32)
+    assert pruned.encoder.layer[1].output.dense.weight.shape == (32, 43)
+    x = torch.tensor([[2, 50, 60, 70, 80, 3], [2, 90, 91, 3, 0, 0]])
+    mask = (x != 0).long()
+    a = pruned(input_ids=x, attention_mask=mask).last_hidden_state
+    b = zeroed(input_ids=x, attention_mask=mask).last_hidden_state
+    assert torch.allclose(a, b, atol=1e-5), float((a - b).abs().max())
+    with pytest.raises(DistillError, match="same number"):
+        pruning.prune(make_student(teacher, [0, 3]), [list(range(40)), list(range(41))])
+
+
+def test_importance_is_activation_times_output_norm(teacher4):
+    """Hand-checkable properties of the score: scaling one neuron's output column by 2 doubles its score and
+    leaves the others (the last kept layer, so no later activation changes); a zeroed column scores 0 and is
+    the first dropped; ``top_neurons`` keeps the best in their original order."""
+    from mbert_edge_export.distill import pruning
+
+    teacher = transformers.AutoModel.from_pretrained(teacher4).eval()
+    ids = [[2, 10 + i, 20 + 2 * i, 30 + 3 * i, 3] for i in range(12)]
+    (base,) = pruning.importance(teacher, [3], ids, pad_id=0)
+    with torch.no_grad():
+        teacher.encoder.layer[3].output.dense.weight[:, 5] *= 2.0
+        teacher.encoder.layer[3].output.dense.weight[:, 9] = 0.0
+    (after,) = pruning.importance(teacher, [3], ids, pad_id=0)
+    assert float(after[5]) == pytest.approx(2 * float(base[5]), rel=1e-9)
+    assert float(after[9]) == 0.0
+    others = [i for i in range(64) if i not in (5, 9)]
+    assert torch.allclose(after[others], base[others], rtol=1e-9)
+    (keep,) = pruning.top_neurons([after], 63)
+    assert 9 not in keep and keep == sorted(keep) and len(keep) == 63
+    assert pruning.top_neurons([torch.tensor([0.5, 3.0, 1.0, 2.0])], 2) == [[1, 3]]
+    with pytest.raises(DistillError, match="64 feed-forward neurons"):
+        pruning.top_neurons([after], 65)
+
+
+@pytest.fixture(scope="module")
+def narrow_student(teacher4, tmp_path_factory):
+    out = tmp_path_factory.mktemp("students") / "narrow"
+    report = _smoke(teacher4, out, 2, intermediate_size=40)
+    return out, report
+
+
+def test_narrow_student_is_pruned_trained_and_exported(narrow_student, tmp_path, capsys):
+    out, report = narrow_student
+    model = transformers.AutoModel.from_pretrained(out)
+    assert model.config.intermediate_size == 40
+    assert model.encoder.layer[0].intermediate.dense.weight.shape == (40, 32)
+    ffn = report["student"]["feed_forward_pruning"]
+    assert ffn["intermediate_size"] == {"teacher": 64, "student": 40} and len(ffn["importance_kept"]) == 2
+    assert all(0.625 <= x <= 1.0 for x in ffn["importance_kept"])  # the top 40 of 64 hold at least 40/64
+    for lang, entry in report["evaluation"]["languages"].items():
+        assert entry["student"]["cosine_mean"] > entry["untrained"]["cosine_mean"], lang
+    from mbert_edge_export import export_bundle
+
+    bundle = export_bundle(str(out), tmp_path / "bundle")  # parity against transformers is checked in export
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["source"]["lineage"]["distill"]["intermediate_size"] == 40
+    from mbert_edge.cli import main
+
+    assert main(["info", str(bundle)]) == 0
+    assert "feed-forward 64 -> 40, 20 steps" in capsys.readouterr().out
+
+
+def test_narrow_student_resumes_with_the_same_neurons(narrow_student, teacher4, tmp_path):
+    out, _ = narrow_student
+
+    class Interrupted(Exception):
+        pass
+
+    def stop_at_12(step: int, loss: float) -> None:
+        if step == 12:
+            raise Interrupted
+
+    resumed = tmp_path / "resumed"
+    with pytest.raises(Interrupted):
+        _smoke(teacher4, resumed, 2, intermediate_size=40, on_step=stop_at_12)
+    _smoke(teacher4, resumed, 2, intermediate_size=40)
+    a, b = _weights(out), _weights(resumed)
+    assert sorted(a) == sorted(b) and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    with pytest.raises(Interrupted):
+        _smoke(teacher4, tmp_path / "other", 2, intermediate_size=40, on_step=stop_at_12)
+    with pytest.raises(DistillError, match="intermediate_size"):  # another width does not resume that run
+        _smoke(teacher4, tmp_path / "other", 2, intermediate_size=32)
+
+
+def test_init_student_narrows_a_trained_student(embedding_student, teacher4, tmp_path):
+    """Second stage: start from a trained student of the same teacher, score its own neurons, cut and train
+    on; the untrained reference is that student cut, and the lineage names where it started."""
+    from mbert_edge_export.sources import huggingface
+
+    init, first, _ = embedding_student
+    out = tmp_path / "narrowed"
+    report = _smoke(teacher4, out, 2, intermediate_size=40, init_student=init)
+    assert report["student"]["layer_map"] == [0, 3]  # the earlier student's, not a new cut
+    start = report["student"]["initialized_from"]
+    assert start["path"] == str(init) and start["weights_sha256"] == huggingface.weights_sha256(init)
+    assert start["distill"]["layer_map"] == [0, 3]
+    assert transformers.AutoModel.from_pretrained(out).config.intermediate_size == 40
+    for lang, entry in report["evaluation"]["languages"].items():
+        assert entry["student"]["cosine_mean"] > entry["untrained"]["cosine_mean"], lang
+        # the untrained reference is the trained first student, narrowed: far above a fresh cut's
+        assert entry["untrained"]["cosine_mean"] > first["evaluation"]["languages"][lang]["untrained"]["cosine_mean"]
+
+
+def test_bad_init_student_fails_before_loading(
+    embedding_student, narrow_student, teacher4, checkpoints, tmp_path, monkeypatch
+):
+    import mbert_edge_export.sources as sources
+
+    init, _, _ = embedding_student
+    monkeypatch.setattr(sources, "load_source", lambda *a, **k: pytest.fail("loaded the teacher"))
+    cases = [
+        ({"layers": 1, "init_student": init}, "has 2 layers"),
+        ({"layers": 2, "init_student": teacher4}, "not a checkpoint written by"),
+        ({"layers": 2, "init_student": init, "languages": "en"}, "same --languages"),
+        ({"layers": 2, "init_student": init, "layer_map": "0,1"}, "its own layer map"),
+        ({"layers": 2, "init_student": narrow_student[0], "intermediate_size": 48}, "has 40 feed-forward neurons"),
+    ]
+    for kwargs, message in cases:
+        layers = kwargs.pop("layers")
+        with pytest.raises(DistillError, match=message):
+            _smoke(teacher4, tmp_path / "out", layers, **kwargs)
+    with pytest.raises(DistillError, match="another teacher"):
+        _smoke(checkpoints[FEATURE_EXTRACTION], tmp_path / "out", 2, init_student=init)
+    assert not (tmp_path / "out").exists()

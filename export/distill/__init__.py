@@ -10,7 +10,8 @@ Steps (each in its own module):
 2. Load the teacher; with ``languages``, trim its vocabulary first (``mbert_edge_export.trim``): the student
    reads the trimmed tokenizer; sentence-level targets come from the untrimmed teacher on the original
    tokenization of the same text span (per-token targets from the trimmed teacher, which reads the same tokens).
-3. :mod:`.layers`: the student keeps ``layers`` of the teacher's layers, copied (``distilbert`` map by default).
+3. :mod:`.layers`: the student keeps ``layers`` of the teacher's layers, copied (``distilbert`` map by default);
+   with ``intermediate_size``, :mod:`.pruning` narrows their feed-forward blocks to the most important neurons.
 4. :mod:`.trainer`: imitate the teacher (:mod:`.losses`; teacher outputs cached once by :mod:`.teacher_cache`),
    with resume checkpoints in a work directory beside the output (``.<name>.distill-work``).
 5. :mod:`.evaluate`: per-language retention on held-out text, against the untrimmed teacher; the gate.
@@ -35,9 +36,10 @@ from typing import Any
 
 from mbert_edge.manifest import TOKEN_CLASSIFICATION
 from mbert_edge_export import bundle_writer
+from mbert_edge_export.distill import pruning
 from mbert_edge_export.distill.data import TrainingData, build_training_data, held_out_texts, parallel_set
 from mbert_edge_export.distill.evaluate import Candidate, EvalTexts, evaluate, format_report
-from mbert_edge_export.distill.layers import NAMED_MAPS, make_student, named_map
+from mbert_edge_export.distill.layers import NAMED_MAPS, make_student, named_map, read_init_student
 from mbert_edge_export.distill.modeling import TextEncoder, collate, length_batches, run
 from mbert_edge_export.distill.precision import resolve as resolve_precision
 from mbert_edge_export.distill.settings import (
@@ -97,11 +99,30 @@ def distill(
     settings = make_settings(preset, layers, languages=languages, data_files=[Path(p) for p in data_files], **overrides)
     teacher_info = inspect_teacher(source)
     validate(settings, teacher_info)
+    init_lineage = None
+    if settings.init_student is not None:
+        settings.init_student = Path(settings.init_student)
+        init_lineage = read_init_student(
+            settings.init_student, settings.layers, teacher_info.weights_sha256, settings.languages
+        )
+        theirs = list(init_lineage["distill"]["layer_map"])
+        if isinstance(settings.layer_map, list) and settings.layer_map != theirs:
+            raise DistillError(
+                f"--layer-map {settings.layer_map}: --init-student keeps its own layer map {theirs}; leave it out"
+            )
+        width = json.loads((settings.init_student / "config.json").read_text(encoding="utf-8")).get("intermediate_size")
+        if settings.intermediate_size is not None and isinstance(width, int) and settings.intermediate_size > width:
+            raise DistillError(
+                f"--intermediate-size {settings.intermediate_size}: --init-student {settings.init_student} has "
+                f"{width} feed-forward neurons per layer; keep at most that many"
+            )
     bundle_writer.check_output(output, force)
     data = build_training_data(settings, teacher_info)
     work = work_dir(output)
     trim_options = dict(trim_options or {})
     extra = {"teacher": teacher_info.weights_sha256, "texts": _texts_sha256(data), "trim": trim_options}
+    if settings.init_student is not None:
+        extra["init_student"] = _weights_sha256(settings.init_student)
     # Sentence-level targets (pooled vectors, logits) come from the untrimmed teacher reading the original
     # tokenization, so that pieces a cap or a coverage target dropped (and the few rare words any trim splits
     # differently) cost the student its own inputs but never its targets. Per-token targets (token
@@ -174,6 +195,8 @@ def distill(
     auto_scores = None
     if state is not None:
         layer_map = list(state.layer_map)
+    elif init_lineage is not None:
+        layer_map = list(init_lineage["distill"]["layer_map"])
     elif settings.layer_map == "auto":
         layer_map, auto_scores = choose_layer_map(
             teacher_src.model, teacher_src.task, encoder, texts, settings, pooling
@@ -183,7 +206,41 @@ def distill(
     else:
         layer_map = list(settings.layer_map)
     log.info("student: teacher layers %s of %d", layer_map, teacher_info.num_layers)
-    student = make_student(teacher_src.model, layer_map).to(device)
+
+    def initial_student() -> Any:
+        """The student before training: cut from the teacher, or the earlier student (``--init-student``)."""
+        if settings.init_student is None:
+            return make_student(teacher_src.model, layer_map).to(device)
+        start = load_source(str(settings.init_student))
+        if trim_report is not None and init_lineage is not None:
+            theirs = (init_lineage.get("trim") or {}).get("kept_ids_sha256")
+            if theirs != trim_report.get("kept_ids_sha256"):
+                raise DistillError(
+                    f"--init-student {settings.init_student} reads another trimmed vocabulary than this run's; "
+                    "pass the vocabulary options (--max-vocab, --vocab-coverage, --vocab-corpus) it was made with"
+                )
+        if start.task != teacher_src.task:
+            raise DistillError(f"--init-student {settings.init_student}: a {start.task} model, not {teacher_src.task}")
+        _fast_attention(start.model)
+        return start.model.to(device)
+
+    student = initial_student()
+    if settings.init_student is not None:
+        log.info("starting from the earlier student %s", settings.init_student)
+    ffn_keep, ffn_report = None, None
+    if settings.intermediate_size is not None and settings.intermediate_size != int(student.config.intermediate_size):
+        if state is not None and state.ffn_pruning is not None:
+            ffn_report = {k: v for k, v in state.ffn_pruning.items() if k != "keep"}
+            ffn_keep = state.ffn_pruning["keep"]  # the resumed run's neurons, not a rescoring
+            pruning.prune(student, ffn_keep)
+        elif settings.init_student is not None:  # score the earlier student's own layers, then cut it
+            ffn_keep, ffn_report = pruning.prune_by_importance(
+                student, student, list(range(len(layer_map))), settings.intermediate_size, ids, encoder.pad_id
+            )
+        else:
+            ffn_keep, ffn_report = pruning.prune_by_importance(
+                teacher_src.model, student, layer_map, settings.intermediate_size, ids, encoder.pad_id
+            )
     trainer = Trainer(
         student,
         teacher_model,
@@ -200,6 +257,7 @@ def distill(
         teacher_ids=teacher_ids,
         teacher_pad_id=teacher_pad,
         precision=precision,
+        ffn_pruning=None if ffn_keep is None else {"keep": ffn_keep, **(ffn_report or {})},
     )
     folder = resume_dir(work)
     if state is not None and folder is not None:
@@ -216,7 +274,9 @@ def distill(
     candidates = []
     if teacher_src is not loaded:
         candidates.append(Candidate("trim only", teacher_src.model, encoder))
-    untrained = make_student(teacher_src.model, layer_map).to(device).eval()
+    untrained = initial_student().eval()
+    if ffn_keep is not None:
+        pruning.prune(untrained, ffn_keep)
     candidates += [Candidate("untrained", untrained, encoder), Candidate("student", student, encoder)]
     evaluation = evaluate(
         teacher_src.task,
@@ -247,7 +307,14 @@ def distill(
             ),
             **({"lineage": loaded.provenance["lineage"]} if "lineage" in loaded.provenance else {}),
         },
-        "student": {"layers": len(layer_map), "layer_map": layer_map, "parameters": _parameters(student)},
+        "student": {
+            "layers": len(layer_map),
+            "layer_map": layer_map,
+            "intermediate_size": int(student.config.intermediate_size),
+            "feed_forward_pruning": ffn_report,
+            "initialized_from": _init_record(settings.init_student, init_lineage),
+            "parameters": _parameters(student),
+        },
         "layer_map_scores": auto_scores,
         "recipe": settings.recipe(),
         "data": data.summary,
@@ -280,6 +347,9 @@ def distill(
         "distill": {
             "layers": len(layer_map),
             "layer_map": layer_map,
+            "intermediate_size": int(student.config.intermediate_size),
+            "feed_forward_pruning": ffn_report,
+            "initialized_from": _init_record(settings.init_student, init_lineage),
             "recipe": settings.recipe(),
             "data": data.summary,
             "seed": settings.seed,
@@ -370,6 +440,20 @@ def _fast_attention(model: Any) -> None:
 def _eager_attention(model: Any) -> None:
     with contextlib.suppress(Exception):
         model.set_attn_implementation("eager")
+
+
+def _weights_sha256(checkpoint: Path) -> str:
+    from mbert_edge_export.sources import huggingface
+
+    return huggingface.weights_sha256(checkpoint)
+
+
+def _init_record(path: Path | None, lineage: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What the student started from when it was not cut from the teacher: the earlier student's path,
+    weights checksum and its own distillation record."""
+    if path is None or lineage is None:
+        return None
+    return {"path": str(path), "weights_sha256": _weights_sha256(path), "distill": lineage.get("distill")}
 
 
 def _texts_sha256(data: TrainingData) -> str:

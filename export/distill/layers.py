@@ -10,6 +10,10 @@ A student of ``N`` layers is the teacher with only ``N`` of its encoder layers, 
 * ``auto``: whichever of those gives the untrained student the highest cosine to the teacher on a few
   held-out texts (see :func:`mbert_edge_export.distill.choose_layer_map`).
 * an explicit list, ``"0,3,7,11"``: strictly increasing teacher layer indices.
+
+A run can also start from a student distilled earlier from the same teacher (``--init-student``), keeping its
+layer map: :func:`read_init_student` checks it. That is how a narrower feed-forward is trained in a second
+stage (see :mod:`.pruning`).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import copy
 import itertools
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mbert_edge_export.errors import DistillError
@@ -115,3 +120,37 @@ def make_student(teacher: torch.nn.Module, layer_map: Sequence[int]) -> torch.nn
     if hasattr(student.config, "layer_types") and isinstance(student.config.layer_types, list):
         student.config.layer_types = [student.config.layer_types[i] for i in layers]
     return student
+
+
+def read_init_student(path: Path, layers: int, teacher_sha256: str, languages: Sequence[str] | None) -> dict:
+    """The lineage of ``path``, a student distilled earlier from the same teacher, checked to start this run
+    from (``--init-student``): same teacher weights, ``layers`` layers, the same trimmed languages. Reads
+    JSON only, so a wrong starting point fails before anything slow. Returns that lineage."""
+    import json
+
+    lineage_file = Path(path) / "mbert_edge_lineage.json"
+    if not (Path(path) / "config.json").is_file() or not lineage_file.is_file():
+        raise DistillError(
+            f"--init-student {path}: not a checkpoint written by `mbert-edge distill` (it needs config.json and "
+            "mbert_edge_lineage.json)"
+        )
+    lineage = json.loads(lineage_file.read_text(encoding="utf-8"))
+    distilled = lineage.get("distill") or {}
+    if not distilled.get("layer_map"):
+        raise DistillError(f"--init-student {path}: its lineage has no distillation (no layer map)")
+    if (lineage.get("teacher") or {}).get("weights_sha256") != teacher_sha256:
+        raise DistillError(
+            f"--init-student {path} was distilled from another teacher (weights checksum differs); start from "
+            "a student of this teacher, or leave --init-student out to cut one from it"
+        )
+    if len(distilled["layer_map"]) != layers:
+        raise DistillError(
+            f"--init-student {path} has {len(distilled['layer_map'])} layers but --layers is {layers}; they must match"
+        )
+    theirs = sorted((lineage.get("trim") or {}).get("languages") or [])
+    if theirs != sorted(languages or []):
+        raise DistillError(
+            f"--init-student {path} is trimmed to {','.join(theirs) or 'every language (untrimmed)'}; pass the "
+            f"same --languages (and vocabulary options) so both read the same vocabulary"
+        )
+    return lineage

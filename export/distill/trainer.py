@@ -59,6 +59,8 @@ class TrainState:
     fingerprint: str
     settings: dict[str, Any]
     layer_map: list[int]
+    #: feed-forward pruning: ``keep`` (neurons kept per student layer) and its report; None when not pruned
+    ffn_pruning: dict[str, Any] | None = None
     step: int = 0  #: optimizer steps done
     planned_steps: int = 0
     losses: list[float] = field(default_factory=list)  #: loss of every step
@@ -122,6 +124,7 @@ class Trainer:
         teacher_ids: Sequence[Sequence[int]] | None = None,
         teacher_pad_id: int | None = None,
         precision: str = "fp32",
+        ffn_pruning: dict[str, Any] | None = None,
     ) -> None:
         import torch
 
@@ -164,7 +167,13 @@ class Trainer:
         else:
             planned = max(1, math.ceil(settings.epochs * self.batches_per_epoch))
         self.full_plan = planned  #: the steps the recipe asks for; a time budget may plan fewer
-        self.state = TrainState(fingerprint, settings.fingerprint_fields(), list(layer_map), planned_steps=planned)
+        self.state = TrainState(
+            fingerprint,
+            settings.fingerprint_fields(),
+            list(layer_map),
+            ffn_pruning=ffn_pruning,
+            planned_steps=planned,
+        )
 
     # -- data order and schedule -------------------------------------------------------------------------
     def epoch_batches(self, epoch: int) -> list[list[int]]:

@@ -1,0 +1,180 @@
+"""Feed-forward width pruning: the student keeps the ``N`` feed-forward neurons of each layer that matter most.
+
+A BERT layer's feed-forward block is ``output.dense(act(intermediate.dense(x)))``; with the attention's own
+GEMMs it is most of an INT8 layer's time (e5-small: 384 -> 1536 -> 384). Narrowing it is the one cut that
+needs no new kernel and keeps the graph's every fusion.
+
+Which neurons: each neuron ``i`` of a layer is scored by how much it writes into the residual stream on
+training text, ``mean_tokens |act_i| * ||W_out[:, i]||_2`` (activation-based importance as in NVIDIA's
+Minitron, Muralidharan et al. 2024, weighted by the norm of the neuron's output column), measured in the
+teacher at the layers the student keeps. The top ``N`` are kept in their original order; rows of
+``intermediate.dense`` and columns of ``output.dense`` are sliced, and ``config.intermediate_size`` is set so
+the student saves and loads as an ordinary checkpoint. Distillation then trains the narrower student.
+
+Dropping neuron ``i`` is exactly zeroing its output column (the test suite checks this equality).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from mbert_edge_export.distill.layers import encoder_layers
+from mbert_edge_export.distill.modeling import collate, length_batches
+from mbert_edge_export.errors import DistillError
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+#: training texts scored (evenly spaced over the training set) and tokens read per text
+IMPORTANCE_TEXTS, IMPORTANCE_LENGTH = 512, 128
+METHOD = "mean |activation| x output-column norm, on training text at the kept teacher layers"
+
+
+def feed_forward(layer: Any) -> tuple[torch.nn.Linear, torch.nn.Linear]:
+    """The two linear maps of a BERT-family layer's feed-forward block: ``(intermediate.dense, output.dense)``."""
+    import torch
+
+    inner = getattr(getattr(layer, "intermediate", None), "dense", None)
+    outer = getattr(getattr(layer, "output", None), "dense", None)
+    if not isinstance(inner, torch.nn.Linear) or not isinstance(outer, torch.nn.Linear):
+        raise DistillError(
+            f"{type(layer).__name__} has no intermediate.dense / output.dense pair; --intermediate-size supports "
+            "BERT-family layers (BERT, XLM-R, e5, ...)"
+        )
+    return inner, outer
+
+
+def intermediate_size(model: Any) -> int:
+    """The feed-forward width of ``model``'s layers."""
+    return int(feed_forward(encoder_layers(model)[0])[0].out_features)
+
+
+def importance(teacher: Any, layer_map: Sequence[int], ids: Sequence[Sequence[int]], pad_id: int) -> list[torch.Tensor]:
+    """Each feed-forward neuron's score (see the module docstring) at teacher layers ``layer_map``, over the
+    texts ``ids`` (token ids, read up to :data:`IMPORTANCE_LENGTH` tokens). One float64 tensor per kept layer."""
+    import torch
+
+    layers = encoder_layers(teacher)
+    device = next(teacher.parameters()).device
+    sums = [torch.zeros(feed_forward(layers[i])[0].out_features, dtype=torch.float64) for i in layer_map]
+    tokens = 0
+    mask: torch.Tensor | None = None
+
+    def hook(slot: int) -> Any:
+        def record(_module: Any, _inputs: Any, output: torch.Tensor) -> None:
+            assert mask is not None
+            act = output.float().abs() * mask.unsqueeze(-1)
+            sums[slot] += act.sum(dim=(0, 1)).double().cpu()
+
+        return record
+
+    handles = [layers[i].intermediate.register_forward_hook(hook(slot)) for slot, i in enumerate(layer_map)]
+    cut = [list(x[:IMPORTANCE_LENGTH]) for x in ids]
+    was_training = teacher.training
+    teacher.eval()
+    try:
+        with torch.inference_mode():
+            for b in length_batches([len(x) for x in cut]):
+                batch = collate([cut[i] for i in b], pad_id, device)
+                mask = batch["attention_mask"].float()
+                tokens += int(mask.sum())
+                teacher(**batch)
+    finally:
+        for h in handles:
+            h.remove()
+        teacher.train(was_training)
+    scores = []
+    for slot, i in enumerate(layer_map):
+        out_norm = feed_forward(layers[i])[1].weight.detach().double().norm(dim=0).cpu()
+        scores.append(sums[slot] / max(tokens, 1) * out_norm)
+    return scores
+
+
+def top_neurons(scores: Sequence[torch.Tensor], width: int) -> list[list[int]]:
+    """The ``width`` best-scored neurons of each layer, in their original order (ties: the lower index)."""
+    import torch
+
+    keep = []
+    for s in scores:
+        if not 1 <= width <= s.numel():
+            raise DistillError(f"--intermediate-size {width}: the layers have {s.numel()} feed-forward neurons")
+        order = torch.argsort(-s, stable=True)[:width]
+        keep.append(sorted(int(i) for i in order))
+    return keep
+
+
+def prune(model: Any, keep: Sequence[Sequence[int]]) -> None:
+    """Keep only neurons ``keep[j]`` of layer ``j``'s feed-forward block, in place; sets
+    ``config.intermediate_size`` (every layer must keep the same number)."""
+    import torch
+
+    layers = encoder_layers(model)
+    if len(keep) != len(layers):
+        raise DistillError(f"{len(keep)} neuron lists for {len(layers)} layers")
+    widths = {len(k) for k in keep}
+    if len(widths) != 1:
+        raise DistillError(f"every layer must keep the same number of feed-forward neurons, not {sorted(widths)}")
+    for layer, kept in zip(layers, keep, strict=True):
+        inner, outer = feed_forward(layer)
+        idx = torch.tensor(list(kept), dtype=torch.long, device=inner.weight.device)
+        new_inner = torch.nn.Linear(inner.in_features, len(kept), bias=inner.bias is not None)
+        new_outer = torch.nn.Linear(len(kept), outer.out_features, bias=outer.bias is not None)
+        new_inner.to(device=inner.weight.device, dtype=inner.weight.dtype)
+        new_outer.to(device=outer.weight.device, dtype=outer.weight.dtype)
+        with torch.no_grad():
+            new_inner.weight.copy_(inner.weight[idx])
+            if inner.bias is not None:
+                new_inner.bias.copy_(inner.bias[idx])
+            new_outer.weight.copy_(outer.weight[:, idx])
+            if outer.bias is not None:
+                new_outer.bias.copy_(outer.bias)
+        new_inner.weight.requires_grad_(inner.weight.requires_grad)
+        new_outer.weight.requires_grad_(outer.weight.requires_grad)
+        layer.intermediate.dense = new_inner
+        layer.output.dense = new_outer
+    model.config.intermediate_size = widths.pop()
+
+
+def prune_by_importance(
+    teacher: Any, student: Any, layer_map: Sequence[int], width: int, ids: Sequence[Sequence[int]], pad_id: int
+) -> tuple[list[list[int]], dict[str, Any]]:
+    """Score ``teacher``'s neurons at ``layer_map`` on a sample of ``ids`` and prune ``student`` (whose layers
+    are those) to ``width`` of them; returns the kept neurons per layer and a report. ``teacher`` may be the
+    student itself (a trained student narrowed in a second stage): scoring ends before pruning starts."""
+    total = intermediate_size(teacher)
+    step = max(1, len(ids) // IMPORTANCE_TEXTS)
+    sample = [ids[i] for i in range(0, len(ids), step)][:IMPORTANCE_TEXTS]
+    log.info("scoring the %d feed-forward neurons per layer on %d training texts", total, len(sample))
+    scores = importance(teacher, layer_map, sample, pad_id)
+    keep = top_neurons(scores, width)
+    prune(student, keep)
+    kept_share = [float(s[k].sum() / s.sum()) for s, k in zip(scores, keep, strict=True)]
+    log.info(
+        "feed-forward width %d -> %d: the kept neurons hold %s of each layer's importance",
+        total,
+        width,
+        ", ".join(f"{x:.0%}" for x in kept_share),
+    )
+    return keep, {
+        "intermediate_size": {"teacher": total, "student": width},
+        "method": METHOD,
+        "texts": len(sample),
+        "importance_kept": [round(x, 4) for x in kept_share],
+    }
+
+
+__all__ = [
+    "IMPORTANCE_LENGTH",
+    "IMPORTANCE_TEXTS",
+    "METHOD",
+    "feed_forward",
+    "importance",
+    "intermediate_size",
+    "prune",
+    "prune_by_importance",
+    "top_neurons",
+]
