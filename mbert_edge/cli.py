@@ -615,7 +615,11 @@ def _cmd_info(args: argparse.Namespace) -> int:
             + (
                 f", feed-forward {ffn['intermediate_size']['teacher']} -> {ffn['intermediate_size']['student']}"
                 if isinstance(ffn := d.get("feed_forward_pruning"), dict) and "intermediate_size" in ffn
-                else ""
+                else (
+                    f", feed-forward {d['intermediate_size']}"
+                    if isinstance(d.get("initialized_from"), dict) and d.get("intermediate_size")
+                    else ""
+                )
             )
             + (
                 f", started from the student {d['initialized_from']['path']}"

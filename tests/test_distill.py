@@ -566,7 +566,7 @@ def test_narrow_student_resumes_with_the_same_neurons(narrow_student, teacher4, 
         _smoke(teacher4, tmp_path / "other", 2, intermediate_size=32)
 
 
-def test_init_student_narrows_a_trained_student(embedding_student, teacher4, tmp_path):
+def test_init_student_narrows_a_trained_student(embedding_student, teacher4, tmp_path, capsys):
     """Second stage: start from a trained student of the same teacher, score its own neurons, cut and train
     on; the untrained reference is that student cut, and the lineage names where it started."""
     from mbert_edge_export.sources import huggingface
@@ -579,6 +579,15 @@ def test_init_student_narrows_a_trained_student(embedding_student, teacher4, tmp
     assert start["path"] == str(init) and start["weights_sha256"] == huggingface.weights_sha256(init)
     assert start["distill"]["layer_map"] == [0, 3]
     assert transformers.AutoModel.from_pretrained(out).config.intermediate_size == 40
+    # a further stage at the same width prunes nothing and still says where it started and how wide it is
+    again = _smoke(teacher4, tmp_path / "again", 2, intermediate_size=40, init_student=out)
+    assert again["student"]["feed_forward_pruning"] is None and again["student"]["intermediate_size"] == 40
+    from mbert_edge.cli import main
+    from mbert_edge_export import export_bundle
+
+    bundle = export_bundle(str(tmp_path / "again"), tmp_path / "bundle")
+    assert main(["info", str(bundle)]) == 0
+    assert f"feed-forward 40, started from the student {out}, 20 steps" in capsys.readouterr().out
     for lang, entry in report["evaluation"]["languages"].items():
         assert entry["student"]["cosine_mean"] > entry["untrained"]["cosine_mean"], lang
         # the untrained reference is the trained first student, narrowed: far above a fresh cut's
