@@ -99,7 +99,7 @@ def distill(
     settings = make_settings(preset, layers, languages=languages, data_files=[Path(p) for p in data_files], **overrides)
     teacher_info = inspect_teacher(source)
     validate(settings, teacher_info)
-    init_lineage = None
+    init_lineage, init_record = None, None
     if settings.init_student is not None:
         settings.init_student = Path(settings.init_student)
         init_lineage = read_init_student(
@@ -116,13 +116,20 @@ def distill(
                 f"--intermediate-size {settings.intermediate_size}: --init-student {settings.init_student} has "
                 f"{width} feed-forward neurons per layer; keep at most that many"
             )
+        from mbert_edge_export.sources import huggingface
+
+        init_record = {  # hashed once: the fingerprint, the report and the lineage all carry it
+            "path": str(settings.init_student),
+            "weights_sha256": huggingface.weights_sha256(settings.init_student),
+            "distill": init_lineage.get("distill"),
+        }
     bundle_writer.check_output(output, force)
     data = build_training_data(settings, teacher_info)
     work = work_dir(output)
     trim_options = dict(trim_options or {})
     extra = {"teacher": teacher_info.weights_sha256, "texts": _texts_sha256(data), "trim": trim_options}
-    if settings.init_student is not None:
-        extra["init_student"] = _weights_sha256(settings.init_student)
+    if init_record is not None:
+        extra["init_student"] = init_record["weights_sha256"]
     # Sentence-level targets (pooled vectors, logits) come from the untrimmed teacher reading the original
     # tokenization, so that pieces a cap or a coverage target dropped (and the few rare words any trim splits
     # differently) cost the student its own inputs but never its targets. Per-token targets (token
@@ -233,13 +240,10 @@ def distill(
             ffn_report = {k: v for k, v in state.ffn_pruning.items() if k != "keep"}
             ffn_keep = state.ffn_pruning["keep"]  # the resumed run's neurons, not a rescoring
             pruning.prune(student, ffn_keep)
-        elif settings.init_student is not None:  # score the earlier student's own layers, then cut it
+        else:  # an earlier student is scored on its own layers; a fresh cut on the teacher's it copies
+            scored, at = (student, list(range(len(layer_map)))) if init_record else (teacher_src.model, layer_map)
             ffn_keep, ffn_report = pruning.prune_by_importance(
-                student, student, list(range(len(layer_map))), settings.intermediate_size, ids, encoder.pad_id
-            )
-        else:
-            ffn_keep, ffn_report = pruning.prune_by_importance(
-                teacher_src.model, student, layer_map, settings.intermediate_size, ids, encoder.pad_id
+                scored, student, at, settings.intermediate_size, ids, encoder.pad_id
             )
     trainer = Trainer(
         student,
@@ -312,7 +316,7 @@ def distill(
             "layer_map": layer_map,
             "intermediate_size": int(student.config.intermediate_size),
             "feed_forward_pruning": ffn_report,
-            "initialized_from": _init_record(settings.init_student, init_lineage),
+            "initialized_from": init_record,
             "parameters": _parameters(student),
         },
         "layer_map_scores": auto_scores,
@@ -349,7 +353,7 @@ def distill(
             "layer_map": layer_map,
             "intermediate_size": int(student.config.intermediate_size),
             "feed_forward_pruning": ffn_report,
-            "initialized_from": _init_record(settings.init_student, init_lineage),
+            "initialized_from": init_record,
             "recipe": settings.recipe(),
             "data": data.summary,
             "seed": settings.seed,
@@ -440,20 +444,6 @@ def _fast_attention(model: Any) -> None:
 def _eager_attention(model: Any) -> None:
     with contextlib.suppress(Exception):
         model.set_attn_implementation("eager")
-
-
-def _weights_sha256(checkpoint: Path) -> str:
-    from mbert_edge_export.sources import huggingface
-
-    return huggingface.weights_sha256(checkpoint)
-
-
-def _init_record(path: Path | None, lineage: dict[str, Any] | None) -> dict[str, Any] | None:
-    """What the student started from when it was not cut from the teacher: the earlier student's path,
-    weights checksum and its own distillation record."""
-    if path is None or lineage is None:
-        return None
-    return {"path": str(path), "weights_sha256": _weights_sha256(path), "distill": lineage.get("distill")}
 
 
 def _texts_sha256(data: TrainingData) -> str:

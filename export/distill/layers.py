@@ -126,15 +126,14 @@ def read_init_student(path: Path, layers: int, teacher_sha256: str, languages: S
     """The lineage of ``path``, a student distilled earlier from the same teacher, checked to start this run
     from (``--init-student``): same teacher weights, ``layers`` layers, the same trimmed languages. Reads
     JSON only, so a wrong starting point fails before anything slow. Returns that lineage."""
-    import json
+    from mbert_edge_export.sources.checkpoint import LINEAGE_FILE, read_lineage
 
-    lineage_file = Path(path) / "mbert_edge_lineage.json"
-    if not (Path(path) / "config.json").is_file() or not lineage_file.is_file():
+    lineage = read_lineage(Path(path)) if (Path(path) / "config.json").is_file() else None
+    if lineage is None:
         raise DistillError(
             f"--init-student {path}: not a checkpoint written by `mbert-edge distill` (it needs config.json and "
-            "mbert_edge_lineage.json)"
+            f"{LINEAGE_FILE})"
         )
-    lineage = json.loads(lineage_file.read_text(encoding="utf-8"))
     distilled = lineage.get("distill") or {}
     if not distilled.get("layer_map"):
         raise DistillError(f"--init-student {path}: its lineage has no distillation (no layer map)")
