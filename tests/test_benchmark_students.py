@@ -291,7 +291,9 @@ def test_onnx_peer_runs_the_checkpoint_like_pytorch(checkpoints, bundles, tmp_pa
     # OpenVINO's default precision on this CPU: fp32, or bf16 where the CPU has it (recorded with the results)
     precision = ov_peer.describe()["engine_settings"]["INFERENCE_PRECISION_HINT"]
     assert precision in ("f32", "bf16", "f16")
-    assert got.shape == want.shape and np.abs(got - want).max() < (1e-4 if precision == "f32" else 2e-2)
+    # f32: OpenVINO's own kernels (its erf, its accumulation order) differ from PyTorch's by up to 3e-4 on an
+    # Intel Xeon without bf16 (1e-5 on AMD EPYC); a wrong graph would be off by ~0.1
+    assert got.shape == want.shape and np.abs(got - want).max() < (1e-3 if precision == "f32" else 2e-2)
     assert S.size_on_disk(ov_peer.path, ov_peer)["files"] == 3  # model.xml, model.bin, the tokenizer
     out = subprocess.run(S.cold_start_command(ov_peer, 1, texts_file), capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
