@@ -127,6 +127,14 @@ def _parser() -> argparse.ArgumentParser:
         help="dynamic INT8: activation ranges fixed from calibration text (default; a text's result does not "
         "depend on its batch) or measured per batch at run time (ONNX Runtime's own dynamic INT8)",
     )
+    q.add_argument(
+        "--outlier-channels",
+        choices=("float32", "int8"),
+        default="float32",
+        help="dynamic INT8 with fixed ranges: the few input channels of a weight matmul whose values dwarf the "
+        "others' are computed in float32 beside the integer product, so that they do not coarsen every other "
+        "channel's rounding (default float32); int8: every channel in the integer product",
+    )
     g = e.add_argument_group("TensorRT (--target tensorrt; no GPU needed to export)")
     g.add_argument(
         "--precision",
@@ -462,6 +470,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
             method=args.calibration_method,
             target="onnxruntime" if args.target == "tensorrt" else args.target,
             activation_ranges=args.activation_ranges,
+            outlier_channels=args.outlier_channels,
             thresholds=Thresholds(args.min_agreement, args.min_cosine),
             browser_variant=args.browser_variant,
         )
@@ -534,6 +543,10 @@ def _gate_summary(report: dict[str, Any]) -> str:
     kept = len(report.get("fp32_groups", []))
     returned = len(report.get("fp32_nodes_returned_to_int8", []))
     fp32 = f"{kept} node group(s) kept in fp32" + (f", {returned} of their nodes back in INT8" if returned else "")
+    split = report.get("settings", {}).get("outlier_channels")
+    if isinstance(split, dict) and split.get("matmuls"):
+        channels = sum(len(m["channels"]) for m in split["matmuls"])
+        fp32 += f"; {channels} outlier channel(s) of {len(split['matmuls'])} matmul(s) in float32"
     worst = g.get("worst_language")
     judged = (
         f" (worst language {worst['language']} {worst['value']:.5f}, {len(g.get('languages', {}))} languages)"

@@ -317,7 +317,9 @@ def test_fallback_keeps_most_sensitive_groups_in_fp32(tmp_path, bundles, monkeyp
     monkeypatch.setattr(gate, "evaluate", fake_evaluate)
     monkeypatch.setattr("mbert_edge_export.quantize.dynamic.quantize_dynamic", fake_dynamic)
     monkeypatch.setattr("mbert_edge_export.quantize.embedding.compress_word_embedding", lambda path, node, bits=4: None)
-    monkeypatch.setattr("mbert_edge_export.quantize.fixed_ranges.make_batch_invariant", lambda path, batches: {})
+    monkeypatch.setattr(
+        "mbert_edge_export.quantize.fixed_ranges.make_batch_invariant", lambda path, batches, overrides=None: {}
+    )
     monkeypatch.setattr(gate, "model_outputs", lambda path, batches: [])
     timings = iter([10.0, 12.5])
     monkeypatch.setattr(gate, "latency_ms", lambda path, batch, backend=None: next(timings))
@@ -528,6 +530,7 @@ def test_openvino_target_gate_fails_on_purpose(tmp_path, checkpoints):
         (QuantizeSettings(mode="static", method="entropy", target="openvino"), "NNCF"),
         (QuantizeSettings(mode="dynamic", method="entropy"), "needs no calibration"),
         (QuantizeSettings(mode="static", target="tensorrt"), "--target must be one of"),
+        (QuantizeSettings(outlier_channels="fp16"), "--outlier-channels must be one of"),
     ],
 )
 def test_quantize_settings_rejected_before_any_work(tmp_path, settings, message):
@@ -656,7 +659,9 @@ def test_fallback_on_embedding_group_takes_the_table_to_8_bits(tmp_path, bundles
     monkeypatch.setattr("mbert_edge_export.quantize.dynamic.quantize_dynamic", fake_dynamic)
     monkeypatch.setattr("mbert_edge_export.quantize.embedding.compress_word_embedding", fake_compress)
     monkeypatch.setattr(gate, "evaluate", fake_evaluate)
-    monkeypatch.setattr("mbert_edge_export.quantize.fixed_ranges.make_batch_invariant", lambda path, batches: {})
+    monkeypatch.setattr(
+        "mbert_edge_export.quantize.fixed_ranges.make_batch_invariant", lambda path, batches, overrides=None: {}
+    )
     monkeypatch.setattr(gate, "model_outputs", lambda path, batches: [])
     monkeypatch.setattr(gate, "latency_ms", lambda path, batch, backend=None: 1.0)
     report = quantize_with_gate(src, tmp_path / "q.onnx", QuantizeSettings(), "feature-extraction", LAYERS, [], [])

@@ -36,15 +36,31 @@ def calibrate(path: Path, batches: Sequence[dict[str, np.ndarray]]) -> dict[str,
     """Min and max of every ``DynamicQuantizeLinear`` input of the model at ``path`` over ``batches``, on real
     tokens only (positions where ``attention_mask`` is 0 are left out)."""
     import onnx
+
+    names = [n.input[0] for n in dynamic_quantize_nodes(onnx.load(str(path), load_external_data=False))]
+    per_channel = channel_ranges(path, batches, names)
+    return {
+        name: (float(per_channel[name][0].min()), float(per_channel[name][1].max()))
+        if name in per_channel
+        else (np.inf, -np.inf)  # no text: fix_ranges then gives the range [0, 0]
+        for name in names
+    }
+
+
+def channel_ranges(
+    path: Path, batches: Sequence[dict[str, np.ndarray]], names: Sequence[str]
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per-channel (last axis) min and max of the tensors ``names`` of the model at ``path`` over ``batches``,
+    on real tokens only (positions where ``attention_mask`` is 0 are left out)."""
+    import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
     model = onnx.load(str(path))
-    names = [n.input[0] for n in dynamic_quantize_nodes(model)]
     for name in names:
         model.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
-    lo = dict.fromkeys(names, np.inf)
-    hi = dict.fromkeys(names, -np.inf)
+    lo: dict[str, np.ndarray] = {}
+    hi: dict[str, np.ndarray] = {}
     with tempfile.TemporaryDirectory(prefix="mbert-edge-ranges-") as tmp:
         probe = Path(tmp) / "probe.onnx"
         onnx.save_model(model, str(probe), save_as_external_data=True, location="probe.onnx.data")
@@ -58,10 +74,12 @@ def calibrate(path: Path, batches: Sequence[dict[str, np.ndarray]]) -> dict[str,
             values = dict(zip(outputs, session.run(None, {k: feeds[k] for k in inputs}), strict=True))
             for name in names:
                 v = values[name]
-                real = v[mask] if v.shape[:2] == mask.shape else v
-                lo[name] = min(lo[name], float(real.min()))
-                hi[name] = max(hi[name], float(real.max()))
-    return {name: (lo[name], hi[name]) for name in names}
+                real = v[mask] if v.shape[:2] == mask.shape else v.reshape(-1, v.shape[-1])
+                if not real.size:
+                    continue
+                lo[name] = np.minimum(lo[name], real.min(0)) if name in lo else real.min(0)
+                hi[name] = np.maximum(hi[name], real.max(0)) if name in hi else real.max(0)
+    return {name: (lo[name], hi[name]) for name in names if name in lo}
 
 
 def fix_ranges(src: Path, dst: Path, ranges: dict[str, tuple[float, float]]) -> int:
@@ -96,10 +114,16 @@ def fix_ranges(src: Path, dst: Path, ranges: dict[str, tuple[float, float]]) -> 
     return replaced
 
 
-def make_batch_invariant(path: Path, batches: Sequence[dict[str, np.ndarray]]) -> dict[str, Any]:
+def make_batch_invariant(
+    path: Path,
+    batches: Sequence[dict[str, np.ndarray]],
+    overrides: dict[str, tuple[float, float]] | None = None,
+) -> dict[str, Any]:
     """Calibrate and fix the activation ranges of the dynamic-INT8 model at ``path``, in place; return a
-    summary for the report."""
+    summary for the report. ``overrides``: ranges set by the caller instead of calibrated, per tensor (the
+    ranges of split tensors without their outlier channels, :mod:`.outlier_channels`)."""
     ranges = calibrate(path, batches)
+    ranges.update({k: v for k, v in (overrides or {}).items() if k in ranges})
     replaced = fix_ranges(path, path, ranges)
     log.info("fixed the activation ranges of %d dynamically quantized tensors (batch-invariant)", replaced)
     return {"fixed_activation_ranges": replaced, "calibration_texts": int(sum(len(b["input_ids"]) for b in batches))}

@@ -24,6 +24,7 @@ from mbert_edge_export.quantize import (
     fixed_ranges,
     gate,
     integer_matmul,
+    outlier_channels,
     static,
     static_nncf,
 )
@@ -34,6 +35,7 @@ MODES = ("dynamic", "static")
 #: the runtime an INT8 model is made for: its graph and quantizer differ (see static_nncf)
 TARGETS = ("onnxruntime", "openvino")
 ACTIVATION_RANGES = ("fixed", "per-batch")
+OUTLIER_CHANNELS = ("float32", "int8")
 
 
 class QuantizationGateError(ExportError):
@@ -55,6 +57,10 @@ class QuantizeSettings:
     #: dynamic mode: "fixed" (activation ranges calibrated once: batch-invariant, the default) or "per-batch"
     #: (ONNX Runtime's own dynamic ranges, measured over each padded batch: a text's result depends on its batch)
     activation_ranges: str = "fixed"
+    #: dynamic mode with fixed ranges: "float32" (the few input channels of a weight matmul whose values dwarf
+    #: the others' are computed in float32 beside the integer GEMM, and the rest get a range without them:
+    #: quantize/outlier_channels.py; the default) or "int8" (every channel in the integer GEMM)
+    outlier_channels: str = "float32"
     thresholds: gate.Thresholds = field(default_factory=gate.Thresholds)
     max_fallback_groups: int | None = None  # at most this many node groups kept in fp32 (None: all but one)
     #: also write the browser variant (quantize/weight_only.py: INT8 weights, fp32 activations), ONNX Runtime target
@@ -68,6 +74,10 @@ def check_settings(settings: QuantizeSettings) -> None:
     if settings.activation_ranges not in ACTIVATION_RANGES:
         raise ExportError(
             f"--activation-ranges must be one of {', '.join(ACTIVATION_RANGES)}, not {settings.activation_ranges!r}"
+        )
+    if settings.outlier_channels not in OUTLIER_CHANNELS:
+        raise ExportError(
+            f"--outlier-channels must be one of {', '.join(OUTLIER_CHANNELS)}, not {settings.outlier_channels!r}"
         )
     if settings.activation_ranges != "fixed" and settings.mode != "dynamic":
         raise ExportError("--activation-ranges per-batch applies to --quantize dynamic only")
@@ -128,6 +138,14 @@ def quantize_with_gate(
         # the gate's fallback takes the embedding group (position/token-type tables then stay fp32)
         word = embedding.word_embedding_node(src) if settings.target == "onnxruntime" else None
 
+        # dynamic INT8 with fixed ranges: outlier channels leave the integer GEMMs (outlier_channels.py); the
+        # split graph computes what ``src`` computes, so the gate still compares against ``src``
+        graph, split_ranges, split_report = src, None, None
+        if split_applies(settings):
+            graph = work / "outliers-split.onnx"
+            split_ranges, split_report = outlier_channels.split_outliers(src, graph, calibration)
+        fp32_side = split_report["fp32_matmuls"] if split_report else []
+
         def quantize(exclude: Sequence[str], out: Path) -> dict[str, Any]:
             if settings.target == "openvino":
                 return {
@@ -137,7 +155,9 @@ def quantize_with_gate(
             # the table is compressed below instead: 4 bits, or 8 when the fallback took its group
             skip = [*exclude, word] if word is not None and word not in exclude else list(exclude)
             if settings.mode == "dynamic":
-                recipe = dynamic.quantize_dynamic(src, out, per_channel=settings.per_channel, nodes_to_exclude=skip)
+                recipe = dynamic.quantize_dynamic(
+                    graph, out, per_channel=settings.per_channel, nodes_to_exclude=[*skip, *fp32_side]
+                )
             else:
                 recipe = static.quantize_static(
                     src,
@@ -153,7 +173,8 @@ def quantize_with_gate(
             recipe["word_embedding"] = (embedding.compress_word_embedding(out, word, bits) if word else None) or "fp32"
             if settings.mode == "dynamic":
                 if settings.activation_ranges == "fixed":
-                    recipe.update(fixed_ranges.make_batch_invariant(out, calibration))
+                    recipe.update(fixed_ranges.make_batch_invariant(out, calibration, split_ranges))
+                    recipe["outlier_channels"] = split_report or settings.outlier_channels
                     recipe["activations"] = "uint8, ranges fixed from calibration text (batch-invariant)"
                     # constant scales stop ONNX Runtime fusing the rescaling into the GEMM: write it fused
                     recipe["matmul_integer_to_float"] = integer_matmul.fuse_file(out)
@@ -225,6 +246,18 @@ def quantize_with_gate(
             f"(--min-agreement / --min-cosine), {other}, or ship fp32",
             report,
         )
+
+
+def split_applies(settings: QuantizeSettings) -> bool:
+    """Whether outlier channels are split off (:mod:`.outlier_channels`): dynamic INT8 with fixed ranges for
+    ONNX Runtime, unless ``outlier_channels="int8"``. Per-batch ranges are measured over the whole tensor at
+    run time, and static INT8 calibrates with ONNX Runtime's own tools, so neither can take the split ranges."""
+    return (
+        settings.outlier_channels == "float32"
+        and settings.target == "onnxruntime"
+        and settings.mode == "dynamic"
+        and settings.activation_ranges == "fixed"
+    )
 
 
 def _speed_cost(all_int8_ms: float, fallback_ms: float, batch: dict[str, np.ndarray]) -> dict[str, Any]:
