@@ -92,6 +92,8 @@ def main() -> None:
             "fp32": None,
             "int8-dynamic": QuantizeSettings(mode="dynamic", thresholds=gate),
             "int8-dynamic-per-batch": QuantizeSettings(mode="dynamic", activation_ranges="per-batch", thresholds=gate),
+            # the default before outlier channels were split off (export/quantize/outlier_channels.py)
+            "int8-dynamic-outliers-int8": QuantizeSettings(mode="dynamic", outlier_channels="int8", thresholds=gate),
             "int8-static": QuantizeSettings(mode="static", thresholds=gate),
             "int8-openvino": QuantizeSettings(mode="static", target="openvino", thresholds=gate),
         }

@@ -9,7 +9,8 @@ PyTorch fp32 and bf16 weights (eager attention, torch.inference_mode), Optimum's
 session options, OpenVINO INT8 through NNCF post-training quantization (ModelType.TRANSFORMER).
 Ours run through mbert_edge's own backend on the bundle's model file, batched as ``Predictor.embed`` batches
 (length-sorted, at most ``DEFAULT_MAX_TOKENS`` padded tokens per model call): fp32, dynamic INT8 (the
-default: activation ranges fixed at export, batch-invariant; and ONNX Runtime's own per-batch ranges) and static
+default: activation ranges fixed at export, batch-invariant, outlier channels in float32; the same with every channel
+in INT8; and ONNX Runtime's own per-batch ranges) and static
 INT8 for ONNX Runtime (the default backend), and static INT8 made for OpenVINO (``--target openvino``: NNCF's
 recipe in the bundle, run by ``backend="openvino"``).
 """
@@ -26,7 +27,14 @@ Feeds = dict[str, np.ndarray]
 Runner = Callable[[Feeds], np.ndarray]
 
 PEERS = ("pytorch-fp32", "pytorch-bf16", "optimum-int8", "openvino-int8")
-OURS = ("ours-fp32", "ours-int8-dynamic", "ours-int8-dynamic-per-batch", "ours-int8-static", "ours-int8-openvino")
+OURS = (
+    "ours-fp32",
+    "ours-int8-dynamic",
+    "ours-int8-dynamic-outliers-int8",
+    "ours-int8-dynamic-per-batch",
+    "ours-int8-static",
+    "ours-int8-openvino",
+)
 ALL = PEERS + OURS
 
 

@@ -1,0 +1,46 @@
+"""benchmarks/int8_files.py: retrieval hand-checked, and a run on a tiny bundle whose "INT8 file" is its own
+fp32 file (so every cosine must be 1 and every retrieval the fp32 file's)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import load_script
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return load_script(Path(__file__).resolve().parents[1] / "benchmarks" / "int8_files.py", "bench_int8_files")
+
+
+def test_retrieval_hand_checked(bench):
+    pivot = np.eye(3, dtype=np.float32)
+    # row 0 finds 0; row 1 is nearest to pivot 2; row 2 finds 2: x -> en 2 of 3
+    x = np.array([[1, 0, 0], [0, 0.4, 0.9], [0, 0.1, 1]], dtype=np.float32)
+    # en -> x: pivot 0 -> row 0, pivot 1 -> row 1 (0.4), pivot 2 -> row 2 (1.0 > 0.9): 3 of 3
+    assert bench.retrieval(x, pivot) == pytest.approx((2 / 3 + 1) / 2)
+
+
+def test_parallel_sentences_are_translations(bench):
+    sentences = bench.parallel_sentences()
+    assert {"en", "de", "ar", "zh"} <= set(sentences)
+    assert len(sentences["en"]) == 100 and set(sentences["de"]) <= set(sentences["en"])
+
+
+def test_a_file_against_itself(tmp_path, bench, bundles):
+    bundle = bundles["feature-extraction"]
+    out = tmp_path / "result"
+    result = bench.main([str(bundle), "--file", "self=model.onnx", "--out", str(out), "--rounds", "1"])
+    rows = result["files"]["self"]["fidelity"]
+    assert rows["en"]["cosine_to_fp32"] == pytest.approx(1.0, abs=1e-6) and "retrieval" not in rows["en"]
+    for lang, row in rows.items():
+        assert row["cosine_to_fp32"] == pytest.approx(1.0, abs=1e-6), lang
+        if lang != "en":
+            assert row["retrieval"] == row["retrieval_fp32"] and row["sentences"] > 0
+    assert set(result["files"]["self"]["ms"]) == {"b1xs16", "b1xs128", "b32xs128"}
+    assert json.loads(out.with_suffix(".json").read_text())["files"]["self"]["path"].endswith("model.onnx")
+    assert "| self |" in out.with_suffix(".md").read_text()
