@@ -29,27 +29,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run  # machine and version facts, shared with the main benchmark
 
-PARALLEL = Path(__file__).resolve().parent.parent / "export" / "data" / "parallel_eval.tsv"
-PIVOT = "en"
+from mbert_edge_export.distill.data import parallel_set
+from mbert_edge_export.distill.evaluate import PIVOT, retrieval
+
 SHAPES = ((1, 16), (1, 128), (32, 128))
-
-
-def parallel_sentences(path: Path = PARALLEL) -> dict[str, dict[str, str]]:
-    """language -> sentence id -> sentence."""
-    out: dict[str, dict[str, str]] = {}
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line and not line.startswith("#")]
-    for line in lines[1:]:  # the header row
-        sid, lang, text = line.split("\t")
-        out.setdefault(lang, {})[sid] = text
-    return out
-
-
-def retrieval(x: np.ndarray, pivot: np.ndarray) -> float:
-    """Accuracy@1 of row i of ``x`` finding row i of ``pivot`` by cosine and back (mean of both directions);
-    rows are L2-normalized embeddings of translations, in the same order."""
-    sims = x @ pivot.T
-    want = np.arange(len(x))
-    return float(((sims.argmax(1) == want).mean() + (sims.argmax(0) == want).mean()) / 2)
 
 
 def embeddings(predictor, backend, sentences: dict[str, dict[str, str]]) -> dict[str, dict[str, np.ndarray]]:
@@ -161,7 +144,7 @@ def main(argv: list[str] | None = None) -> dict:
         name, _, path = spec.partition("=")
         files[name] = path if Path(path).is_absolute() else str(args.bundle / path)
     backends = {n: backend_cls(Path(p), threads=args.threads, precision="int8") for n, p in files.items()}
-    sentences = parallel_sentences()
+    sentences = parallel_set()
     reference = embeddings(predictor, backend_cls(args.bundle / "model.onnx", threads=args.threads), sentences)
     result = {
         "machine": run.machine(),

@@ -1,5 +1,5 @@
-"""benchmarks/int8_files.py: retrieval hand-checked, and a run on a tiny bundle whose "INT8 file" is its own
-fp32 file (so every cosine must be 1 and every retrieval the fp32 file's)."""
+"""benchmarks/int8_files.py: the retrieval it reports (the distill evaluation's) hand-checked, and a run on a tiny
+bundle whose "INT8 file" is its own fp32 file (so every cosine must be 1 and every retrieval the fp32 file's)."""
 
 from __future__ import annotations
 
@@ -17,16 +17,20 @@ def bench():
     return load_script(Path(__file__).resolve().parents[1] / "benchmarks" / "int8_files.py", "bench_int8_files")
 
 
-def test_retrieval_hand_checked(bench):
+def test_retrieval_hand_checked():
+    from mbert_edge_export.distill.evaluate import retrieval
+
     pivot = np.eye(3, dtype=np.float32)
     # row 0 finds 0; row 1 is nearest to pivot 2; row 2 finds 2: x -> en 2 of 3
     x = np.array([[1, 0, 0], [0, 0.4, 0.9], [0, 0.1, 1]], dtype=np.float32)
     # en -> x: pivot 0 -> row 0, pivot 1 -> row 1 (0.4), pivot 2 -> row 2 (1.0 > 0.9): 3 of 3
-    assert bench.retrieval(x, pivot) == pytest.approx((2 / 3 + 1) / 2)
+    assert retrieval(x, pivot) == pytest.approx((2 / 3 + 1) / 2)
 
 
-def test_parallel_sentences_are_translations(bench):
-    sentences = bench.parallel_sentences()
+def test_parallel_sentences_are_translations():
+    from mbert_edge_export.distill.data import parallel_set
+
+    sentences = parallel_set()
     assert {"en", "de", "ar", "zh"} <= set(sentences)
     assert len(sentences["en"]) == 100 and set(sentences["de"]) <= set(sentences["en"])
 

@@ -101,7 +101,7 @@ def _prefixed(texts: Sequence[str], prefixes: Sequence[str]) -> list[str]:
     return [prefixes[i % len(prefixes)] + t for i, t in enumerate(texts)] if prefixes else list(texts)
 
 
-def _retrieval(a: np.ndarray, b: np.ndarray) -> float:
+def retrieval(a: np.ndarray, b: np.ndarray) -> float:
     """Accuracy@1 both ways between row-aligned embeddings ``a`` and ``b``, averaged."""
     sim = a @ b.T
     target = np.arange(len(a))
@@ -203,7 +203,7 @@ def evaluate(
             for m in models:
                 a = np.stack([cache[m.name][PIVOT][s] for s in ids])
                 b = np.stack([cache[m.name][lang][s] for s in ids])
-                accs[m.name] = _retrieval(a, b)
+                accs[m.name] = retrieval(a, b)
                 rows[lang][m.name]["retrieval"] = _round(accs[m.name])
             for c in candidates:
                 ref_acc = accs[reference.name]

@@ -107,6 +107,7 @@ def split_outliers(
     overrides: dict[str, tuple[float, float]] = {}
     split: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
+    side_matmuls: list[str] = []  # the float32 side products: dynamic INT8 must leave them alone
     new_nodes: dict[str, list[Any]] = {}  # name of the node to insert after -> nodes
     for node in sites:
         x, w_name = node.input[0], node.input[1]
@@ -144,10 +145,11 @@ def split_outliers(
         else:
             inits[w_name].CopyFrom(numpy_helper.from_array(zeroed, w_name))
         graph.initializer.extend([idx, rows])
+        side_matmuls.append(f"{tag}/MatMul")
         new_nodes.setdefault(anchor, []).extend(
             [
                 helper.make_node("Gather", [x, idx.name], [f"{tag}/x"], name=f"{tag}/Gather", axis=-1),
-                helper.make_node("MatMul", [f"{tag}/x", rows.name], [f"{tag}/product"], name=f"{tag}/MatMul"),
+                helper.make_node("MatMul", [f"{tag}/x", rows.name], [f"{tag}/product"], name=side_matmuls[-1]),
             ]
         )
         overrides[x] = (float(lo[rest].min()), float(hi[rest].max()))
@@ -167,7 +169,7 @@ def split_outliers(
         "max_channels": max_channels,
         "matmuls": split,
         "not_split": skipped,
-        "fp32_matmuls": [f"{s['matmul']}/outliers/MatMul" for s in split],
+        "fp32_matmuls": side_matmuls,
     }
     return overrides, report
 
