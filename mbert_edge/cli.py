@@ -250,6 +250,13 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--train-embeddings", action="store_true", help="train the word-embedding table too")
     d.add_argument("--hidden-loss", type=float, metavar="WEIGHT", help="add hidden-state MSE at the mapped layers")
     d.add_argument(
+        "--relation-loss",
+        type=float,
+        metavar="WEIGHT",
+        help="sentence embeddings: add the KL between the teacher's and the student's in-batch similarity "
+        "rankings (default 0)",
+    )
+    d.add_argument(
         "--dropout",
         type=float,
         help="the student's dropout while training (default: the teacher's config; 0 turns it off)",
@@ -885,6 +892,7 @@ def _cmd_distill(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "train_embeddings": True if args.train_embeddings else None,
         "hidden_weight": args.hidden_loss,
+        "relation_weight": args.relation_loss,
         "dropout": args.dropout,
         "precision": args.precision,
         "temperature": args.temperature,

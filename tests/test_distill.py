@@ -112,6 +112,8 @@ def test_student_copies_the_mapped_layers(teacher4):
         ({"layers": 2, "precision": "fp16"}, "--precision"),
         ({"layers": 2, "intermediate_size": 65}, "has 64 feed-forward neurons"),
         ({"layers": 2, "intermediate_size": 0}, "keep between 1 and 64"),
+        ({"layers": 2, "relation_weight": -0.5}, "loss weights"),
+        ({"layers": 2, "relation_weight": 1.0, "relation_temperature": 0.0}, "relation_temperature"),
     ],
 )
 def test_bad_settings_fail_before_loading(teacher4, tmp_path, monkeypatch, kwargs, message):
@@ -291,6 +293,25 @@ def test_bf16_training_keeps_fp32_targets_and_weights(teacher4, tmp_path, monkey
     assert got.dtype == torch.float32
     cos = torch.nn.functional.cosine_similarity(got, ref, dim=-1)
     assert float(cos.min()) > 0.999 and not torch.equal(got, ref)  # bf16's rounding, nothing more
+
+
+def test_relation_loss_is_added_and_recorded(embedding_student, teacher4, tmp_path):
+    """The same run with ``--relation-loss 1``: the first step starts from the same student on the same batch, so
+    its loss is the plain run's plus the (positive) in-batch relation loss; the recipe records the weight."""
+    _, plain, plain_losses = embedding_student
+    losses: list[float] = []
+    report = _smoke(teacher4, tmp_path / "rel", 2, relation_weight=1.0, on_step=lambda s, v: losses.append(v))
+    assert report["recipe"]["relation_weight"] == 1.0 and plain["recipe"]["relation_weight"] == 0.0
+    assert losses[0] > plain_losses[0]
+    assert len(losses) == 20 and sum(losses[-5:]) < sum(losses[:5])
+
+
+def test_relation_loss_needs_an_embedding_teacher(checkpoints, tmp_path, monkeypatch):
+    import mbert_edge_export.sources as sources
+
+    monkeypatch.setattr(sources, "load_source", lambda *a, **k: pytest.fail("loaded the teacher"))
+    with pytest.raises(DistillError, match="sentence-embedding teachers"):
+        _smoke(checkpoints[TEXT_CLASSIFICATION], tmp_path / "cls", 1, relation_weight=1.0)
 
 
 def test_resume_with_other_settings_is_refused(teacher4, tmp_path):

@@ -7,6 +7,11 @@
   gradient scale independent of ``T``) plus cross-entropy on gold labels where the user's texts have them.
 * Token classification: the same KL per token (padding excluded), averaged over tokens.
 * Optionally MSE between the student's hidden states and the teacher's at the mapped layers.
+* Optionally, for sentence embeddings, the in-batch relations (relational knowledge distillation, Park et al.
+  2019; the softmax form of contrastive distillation): each text's cosine similarities to the other texts of its
+  batch, as a distribution at a low temperature, from the teacher's vectors and from the student's, and the KL
+  between them. The pointwise losses judge each vector alone; retrieval depends on which of two vectors is
+  nearer, so this loss trains the ranking the teacher gives a batch, weighting the nearest texts most.
 """
 
 from __future__ import annotations
@@ -85,3 +90,24 @@ def hidden_loss(
         ((student_states[i + 1][keep] - teacher_states[t + 1][keep]) ** 2).mean() for i, t in enumerate(layer_map)
     ]
     return sum(losses) / len(losses)
+
+
+def relation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``KL(p_teacher || p_student)`` over each row's in-batch neighbours, averaged over rows of ``(B, H)``.
+
+    ``p_x[i]`` is the softmax, at ``temperature``, of row ``i``'s cosine similarities to the batch's other
+    rows (itself excluded). Zero when the student's similarities equal the teacher's; needs ``B >= 3``
+    (with two rows each distribution has one value), else returns 0.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    n = student.shape[0]
+    if n < 3:
+        return student.sum() * 0.0
+    off = ~torch.eye(n, dtype=torch.bool, device=student.device)
+    s = F.normalize(student.float(), dim=-1)
+    t = F.normalize(teacher.float(), dim=-1)
+    log_p_s = F.log_softmax((s @ s.T)[off].view(n, n - 1) / temperature, dim=-1)
+    log_p_t = F.log_softmax((t @ t.T)[off].view(n, n - 1) / temperature, dim=-1)
+    return F.kl_div(log_p_s, log_p_t, log_target=True, reduction="batchmean")

@@ -55,6 +55,8 @@ class DistillSettings:
     kl_weight: float = 1.0  #: heads: T^2 * KL(teacher || student) at temperature T
     ce_weight: float = 1.0  #: text classification: cross-entropy on gold labels, where the user's texts have them
     hidden_weight: float = 0.0  #: MSE between mapped hidden states (teacher run every step when > 0)
+    relation_weight: float = 0.0  #: embeddings: KL between teacher and student in-batch similarity distributions
+    relation_temperature: float = 0.05  #: softmax temperature of those similarities (cosines)
     dropout: float | None = None  #: the student's dropout while it trains (None: the teacher's config)
     precision: str = "auto"  #: training forward passes: fp32, bf16 (autocast), auto (bf16 where native)
     temperature: float = 2.0
@@ -241,6 +243,15 @@ def validate(settings: DistillSettings, teacher: TeacherInfo) -> None:
         ),
         (settings.temperature > 0, f"--temperature {settings.temperature}: must be positive"),
         (
+            settings.relation_temperature > 0,
+            f"relation_temperature {settings.relation_temperature}: must be positive",
+        ),
+        (
+            settings.relation_weight == 0 or teacher.task == FEATURE_EXTRACTION,
+            f"--relation-loss {settings.relation_weight}: in-batch relations are for sentence-embedding teachers; "
+            f"this teacher is {teacher.task}",
+        ),
+        (
             settings.precision in PRECISIONS,
             f"--precision {settings.precision}: choose {', '.join(PRECISIONS)}",
         ),
@@ -250,7 +261,7 @@ def validate(settings: DistillSettings, teacher: TeacherInfo) -> None:
         ),
         (
             min(settings.mse_weight, settings.cosine_weight, settings.kl_weight, settings.ce_weight) >= 0
-            and settings.hidden_weight >= 0,
+            and min(settings.hidden_weight, settings.relation_weight) >= 0,
             "loss weights must not be negative",
         ),
         (
@@ -264,7 +275,7 @@ def validate(settings: DistillSettings, teacher: TeacherInfo) -> None:
     for ok, message in checks:
         if not ok:
             raise DistillError(message)
-    embedding_losses = settings.mse_weight + settings.cosine_weight
+    embedding_losses = settings.mse_weight + settings.cosine_weight + settings.relation_weight
     if teacher.task == FEATURE_EXTRACTION and embedding_losses == 0 and settings.hidden_weight == 0:
         raise DistillError("every loss weight is 0: the student would learn nothing")
     for p in settings.data_files:

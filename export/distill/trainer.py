@@ -234,6 +234,8 @@ class Trainer:
         if self.task == FEATURE_EXTRACTION:
             assert out.pooled is not None
             loss, _ = losses.embedding_loss(out.pooled, target, s.mse_weight, s.cosine_weight)
+            if s.relation_weight > 0:
+                loss = loss + s.relation_weight * losses.relation_loss(out.pooled, target, s.relation_temperature)
         elif self.task == TEXT_CLASSIFICATION:
             assert out.logits is not None
             labels = self.labels[idx].to(self.device) if self.has_labels else None
