@@ -1,0 +1,178 @@
+"""Distilled students side by side, from their own ``distill_report.json`` (the distill command's evaluation).
+
+Each student's report holds its evaluation on held-out text against the teacher in PyTorch fp32, per language
+(see ``export/distill/evaluate.py``): cosine to the teacher, whether it finds the teacher's 10 nearest
+neighbours (``nn@10``), and cross-lingual retrieval on the parallel sentences as a ratio of the teacher's.
+This script lays those reports out side by side, per language and summed up over the kept and the other
+languages, with the recipe settings in which the students differ. It trains nothing and times nothing; use it
+for students trained with the same data and step count (same seed), so that the setting is what differs.
+
+    .venv/bin/python benchmarks/distill_reports.py --student plain=build/exp/s2-A \\
+        --student relation-1.0=build/exp/s2-B --out benchmarks/results/NAME
+
+Writes ``NAME.md`` and ``NAME.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import run  # machine and version facts, shared with the main benchmark
+
+REPORT = "distill_report.json"
+#: the report sections copied into the results (the trim's fidelity tables stay in the checkpoint)
+KEPT_SECTIONS = ("teacher", "student", "recipe", "training", "evaluation", "environment", "wall_seconds")
+#: recipe fields that are expected to differ between runs without changing what was trained
+_NOT_RECIPE = {"threads", "device", "time_budget", "min_retention", "checkpoint_every"}
+
+
+def _mean(xs: list[float]) -> float | None:
+    return sum(xs) / len(xs) if xs else None
+
+
+def summary(report: dict[str, Any]) -> dict[str, Any]:
+    """One student's figures over its kept languages and over the others (``None`` where a figure is missing)."""
+    langs = report["evaluation"]["languages"]
+    kept = set(report["evaluation"]["kept_languages"])
+    out: dict[str, Any] = {}
+    for group, members in (("kept", sorted(k for k in langs if k in kept)), ("other", sorted(set(langs) - kept))):
+        rows = {lang: langs[lang]["student"] for lang in members}
+        cos = {lang: r["cosine_mean"] for lang, r in rows.items() if r.get("cosine_mean") is not None}
+        ratio = {lang: r["retrieval_ratio"] for lang, r in rows.items() if r.get("retrieval_ratio") is not None}
+        nn = [r["neighbours@10"] for r in rows.values() if r.get("neighbours@10") is not None]
+        worst_cos = min(cos, key=lambda k: (cos[k], k)) if cos else None
+        worst_ratio = min(ratio, key=lambda k: (ratio[k], k)) if ratio else None
+        out[group] = {
+            "languages": members,
+            "cosine_mean": _mean(list(cos.values())),
+            "cosine_worst": None if worst_cos is None else [worst_cos, cos[worst_cos]],
+            "neighbours@10": _mean(nn),
+            "retrieval_ratio_mean": _mean(list(ratio.values())),
+            "retrieval_ratio_worst": None if worst_ratio is None else [worst_ratio, ratio[worst_ratio]],
+            "retrieval_mean": _mean(
+                [r["retrieval"] for r in rows.values() if r.get("retrieval") is not None],
+            ),
+        }
+    return out
+
+
+def differing_settings(reports: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The recipe settings whose values are not the same in every report: setting -> student -> value."""
+    recipes = {name: r.get("recipe", {}) for name, r in reports.items()}
+    keys = sorted(set().union(*recipes.values()) - _NOT_RECIPE)
+    out = {}
+    for key in keys:
+        values = {name: rec.get(key) for name, rec in recipes.items()}
+        if len({json.dumps(v, sort_keys=True, default=str) for v in values.values()}) > 1:
+            out[key] = values
+    return out
+
+
+def _f(x: float | None, digits: int = 4) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def _worst(pair: list | None, digits: int = 3) -> str:
+    return "-" if pair is None else f"{pair[1]:.{digits}f} ({pair[0]})"
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The results as a Markdown page: the summary, the per-language table and the settings that differ."""
+    names = list(result["students"])
+    m = result["machine"]
+    lines = [
+        "# Distilled students side by side (their own distill reports)",
+        "",
+        f"Read on {m.get('cpu', '?')}; the students were trained and evaluated where their reports say "
+        f"(training seconds below). Started {result['started']}.",
+        "",
+        f"Command: `{result['command']}`",
+        "",
+        "Each report's evaluation: held-out corpus paragraphs per language (cosine to the teacher, nn@10: share of "
+        "the teacher's 10 nearest neighbours the student finds), and the parallel sentences (retrieval looked up "
+        "both ways, as a ratio of the teacher's), all against the teacher in PyTorch fp32.",
+        "",
+        "| student | steps | training s | kept: cosine mean / worst | kept: nn@10 | kept: retrieval ratio worst "
+        "/ mean | other: nn@10 | other: retrieval |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for n in names:
+        s = result["students"][n]
+        k, o = s["summary"]["kept"], s["summary"]["other"]
+        lines.append(
+            f"| {n} | {s['steps']} | {_f(s['train_seconds'], 0)} | {_f(k['cosine_mean'])} / "
+            f"{_worst(k['cosine_worst'], 4)} | {_f(k['neighbours@10'], 3)} | {_worst(k['retrieval_ratio_worst'])} / "
+            f"{_f(k['retrieval_ratio_mean'], 3)} | {_f(o['neighbours@10'], 3)} | {_f(o['retrieval_mean'], 3)} |"
+        )
+    first = result["students"][names[0]]["report"]["evaluation"]["languages"]
+    lines += [
+        "",
+        "Per language (cosine / nn@10 / retrieval ratio):",
+        "",
+        "| language | kept | " + " | ".join(names) + " |",
+        "|---|---|" + "---|" * len(names),
+    ]
+    for lang in sorted(first):
+        cells = []
+        for n in names:
+            row = result["students"][n]["report"]["evaluation"]["languages"].get(lang, {}).get("student", {})
+            cells.append(
+                f"{_f(row.get('cosine_mean'))} / {_f(row.get('neighbours@10'), 2)} / "
+                f"{_f(row.get('retrieval_ratio'), 3)}"
+            )
+        kept = "yes" if lang in result["students"][names[0]]["summary"]["kept"]["languages"] else ""
+        lines.append(f"| {lang} | {kept} | " + " | ".join(cells) + " |")
+    lines += ["", "Settings that differ:", ""]
+    if result["differing_settings"]:
+        for key, values in result["differing_settings"].items():
+            lines.append(f"- `{key}`: " + ", ".join(f"{n} {values[n]}" for n in names))
+    else:
+        lines.append("- none")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--student", action="append", required=True, metavar="NAME=CHECKPOINT")
+    ap.add_argument("--out", type=Path, required=True, help="results prefix: writes PREFIX.md and PREFIX.json")
+    args = ap.parse_args(argv)
+    reports: dict[str, dict[str, Any]] = {}
+    for spec in args.student:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            ap.error(f"--student {spec!r}: expected NAME=CHECKPOINT")
+        file = Path(path) / REPORT
+        if not file.is_file():
+            ap.error(f"--student {spec!r}: {file} does not exist (not a distilled checkpoint?)")
+        reports[name] = json.loads(file.read_text(encoding="utf-8"))
+    result = {
+        "machine": run.machine(),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "command": "benchmarks/distill_reports.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "students": {
+            n: {
+                "checkpoint": spec.partition("=")[2],
+                "steps": r.get("training", {}).get("steps"),
+                "train_seconds": r.get("training", {}).get("train_seconds"),
+                "summary": summary(r),
+                "report": {k: r.get(k) for k in KEPT_SECTIONS},
+            }
+            for (n, r), spec in zip(reports.items(), args.student, strict=True)
+        },
+        "differing_settings": differing_settings(reports),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2))
+    args.out.with_suffix(".md").write_text(markdown(result))
+    print(markdown(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
