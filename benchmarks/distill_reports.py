@@ -167,10 +167,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         },
         "differing_settings": differing_settings(reports),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2))
-    args.out.with_suffix(".md").write_text(markdown(result))
-    print(markdown(result))
+    run.write_results(args.out, result, markdown(result))
     return result
 
 

@@ -19,7 +19,6 @@ tokenizer, e.g. with ``--outlier-channels int8``), on the parallel sentences of
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -162,10 +161,7 @@ def main(argv: list[str] | None = None) -> dict:
     pieces = np.unique([i for e in predictor.tokenizer.encode(list(sentences[PIVOT].values())) for i in e.ids])
     for name, ms in timings(backends, args.rounds, pieces).items():
         result["files"][name]["ms"] = ms
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2))
-    args.out.with_suffix(".md").write_text(markdown(result))
-    print(markdown(result))
+    run.write_results(args.out, result, markdown(result))
     return result
 
 

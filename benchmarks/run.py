@@ -58,6 +58,14 @@ def machine() -> dict:
     return info
 
 
+def write_results(prefix: Path, result: dict, page: str) -> None:
+    """Write ``PREFIX.json`` (``result``) and ``PREFIX.md`` (``page``), creating the folder, and print the page."""
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    prefix.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    prefix.with_suffix(".md").write_text(page)
+    print(page)
+
+
 def versions() -> dict:
     import importlib.metadata as md
 
