@@ -28,7 +28,8 @@ import run  # machine and version facts, shared with the main benchmark
 REPORT = "distill_report.json"
 #: the report sections copied into the results (the trim's fidelity tables stay in the checkpoint)
 KEPT_SECTIONS = ("teacher", "student", "recipe", "training", "evaluation", "environment", "wall_seconds")
-#: recipe fields that are expected to differ between runs without changing what was trained
+#: recipe fields that may differ between runs without changing what was trained or how it was judged (unlike
+#: ``DistillSettings._NOT_IN_FINGERPRINT``, evaluation settings are listed when they differ: they change the report)
 _NOT_RECIPE = {"threads", "device", "time_budget", "min_retention", "checkpoint_every"}
 
 
@@ -55,9 +56,7 @@ def summary(report: dict[str, Any]) -> dict[str, Any]:
             "neighbours@10": _mean(nn),
             "retrieval_ratio_mean": _mean(list(ratio.values())),
             "retrieval_ratio_worst": None if worst_ratio is None else [worst_ratio, ratio[worst_ratio]],
-            "retrieval_mean": _mean(
-                [r["retrieval"] for r in rows.values() if r.get("retrieval") is not None],
-            ),
+            "retrieval_mean": _mean([r["retrieval"] for r in rows.values() if r.get("retrieval") is not None]),
         }
     return out
 
@@ -89,8 +88,14 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [
         "# Distilled students side by side (their own distill reports)",
         "",
-        f"Read on {m.get('cpu', '?')}; the students were trained and evaluated where their reports say "
-        f"(training seconds below). Started {result['started']}.",
+        f"Reports read on {m.get('cpu', '?')} (started {result['started']}). A report records the torch threads and "
+        "platform of its training, not the CPU: "
+        + "; ".join(
+            f"{n} {s['report']['environment'].get('threads')} thread(s)"
+            for n, s in result["students"].items()
+            if s["report"].get("environment")
+        )
+        + ".",
         "",
         f"Command: `{result['command']}`",
         "",

@@ -30,6 +30,7 @@ def _report(cos: dict, nn: dict, ratio: dict, retrieval: dict, **recipe) -> dict
     return {
         "recipe": {"seed": 0, "steps": 20, "threads": 1, **recipe},
         "training": {"steps": 20, "train_seconds": 12.5},
+        "environment": {"threads": recipe.get("threads", 1), "device": "cpu"},
         "evaluation": {"kept_languages": ["de", "en"], "languages": langs},
     }
 
@@ -74,6 +75,7 @@ def test_summary_and_differing_settings(tmp_path, bench):
     md = out.with_suffix(".md").read_text()
     assert "| plain | 20 | 12 | 0.9550 / 0.9500 (en) | 0.400 | 0.980 (de) / 0.980 | 0.400 | 0.580 |" in md
     assert "`relation_weight`: plain 0.0, rel 0.3" in md
+    assert "plain 2 thread(s); rel 1 thread(s)." in md
     assert json.loads(out.with_suffix(".json").read_text())["students"]["rel"]["steps"] == 20
 
 
