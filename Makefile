@@ -25,9 +25,13 @@ $(BUNDLE)/manifest.json: | $(STAMP)
 demo: $(BUNDLE)/manifest.json
 	$(PY) examples/crosslingual.py $(BUNDLE)
 
+# The suite runs on every core, at most 4 (pytest-xdist; each worker may hold the 118M-parameter default), one test
+# file per worker at a time so that a file's fixtures are built once; TEST_WORKERS=0 runs it in this process.
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 4 ] && n=4; echo $$n)
+
 test: $(STAMP)
 	@$(MAKE) --no-print-directory node-deps || echo "note: examples/node's npm dependencies are not installed: the Node parity tests will be skipped"
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -55,11 +59,14 @@ $(BUNDLE_INT8)/manifest.json: | $(STAMP)
 	$(VENV)/bin/mbert-edge export default -o $(BUNDLE_INT8) --quantize dynamic --browser-variant --force
 
 # The demo page in headless Chromium (Debian's chromium-headless-shell, which .ci/run installs) against the Python
-# runtime, on tiny bundles and the default INT8 bundle; saves docs/browser-demo.png (shown in the README).
-test-browser: $(STAMP)
-	@if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
+# runtime, on tiny bundles and the default INT8 bundle; saves docs/browser-demo.png (shown in the README). Its npm
+# packages and the INT8 bundle are prerequisites (not a recursive make), so that `make -j2` builds the bundle once for
+# this target and test-aarch64; without Node.js and npm they are not built and the target skips.
+HAVE_NPM := $(shell command -v node >/dev/null && command -v npm >/dev/null && echo yes)
+
+test-browser: $(STAMP) $(if $(HAVE_NPM),node-deps browser-deps $(BUNDLE_INT8)/manifest.json)
+	@if [ -z "$(HAVE_NPM)" ]; then \
 		echo "test-browser skipped: Node.js and npm are not installed (.ci/run installs Debian's nodejs)"; exit 0; fi; \
-	$(MAKE) --no-print-directory node-deps browser-deps $(BUNDLE_INT8)/manifest.json && \
 	MBERT_EDGE_TEST_BROWSER=1 MBERT_EDGE_BROWSER_BUNDLE=$(BUNDLE_INT8) MBERT_EDGE_BROWSER_SCREENSHOT=docs/browser-demo.png \
 		$(PY) -m pytest -q -rs tests/test_browser_page.py
 
@@ -91,7 +98,9 @@ clean:
 # time.
 RAY_STAMP := $(VENV)/.installed-ray
 
-.PHONY: test-ray
+.PHONY: test-ray ray-deps
+
+ray-deps: $(RAY_STAMP)
 
 $(RAY_STAMP): $(STAMP)
 	$(PIP) -e ".[ray]"
@@ -165,8 +174,20 @@ test-floors: wheel-dist $(EXPECTED)
 ORT_AARCH64 ?= 1.27.0
 ORT_NEWEST  ?= 1.32.0
 
-.PHONY: test-aarch64
+.PHONY: test-aarch64 aarch64-setup
 
-test-aarch64: $(STAMP) $(BUNDLE_INT8)/manifest.json
+# qemu, the arm64 Python, the wheels and the x86 reference venvs (downloads, cached; exit 3 = skipped, which
+# tests/aarch64/run.sh reports): a prerequisite of its own, so that `make -j2` fetches them while the bundle exports
+aarch64-setup: $(STAMP)
+	ORT_VERSIONS="$(ORT_AARCH64) $(ORT_NEWEST)" VENV_PY=$(PY) bash tests/aarch64/setup.sh || [ $$? = 3 ]
+
+test-aarch64: $(STAMP) aarch64-setup $(BUNDLE_INT8)/manifest.json
 	ORT_AARCH64=$(ORT_AARCH64) ORT_NEWEST=$(ORT_NEWEST) VENV=$(VENV) AARCH64_DEFAULT_BUNDLE=$(BUNDLE_INT8) \
 		bash tests/aarch64/run.sh
+
+# CI's slow checks after the suite (.ci/run): `make -j2 --output-sync=target ci-checks` runs two at a time. Their
+# shared prerequisites (the wheel, the INT8 bundle) are built once; each writes its own folder. The ray extra goes
+# into .venv first (`make ray-deps`), so that no install changes .venv while the others run from it.
+.PHONY: ci-checks
+
+ci-checks: test-aarch64 test-browser test-wheel test-floors test-ray
