@@ -201,6 +201,12 @@ def _parser() -> argparse.ArgumentParser:
         "the N most active on training text, then trained",
     )
     d.add_argument(
+        "--ffn-refit",
+        action="store_true",
+        help="with --intermediate-size: refit each narrowed layer's output projection by least squares so that "
+        "the kept neurons reproduce the whole feed-forward block on training text (instead of slicing it)",
+    )
+    d.add_argument(
         "--init-student",
         type=Path,
         metavar="CHECKPOINT",
@@ -634,6 +640,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
             f"{str(teacher.get('weights_sha256', '?'))[:12]}…), teacher layers kept {d.get('layer_map')}"
             + (
                 f", feed-forward {ffn['intermediate_size']['teacher']} -> {ffn['intermediate_size']['student']}"
+                + (" (output projections refit)" if ffn.get("refit") else "")
                 if isinstance(ffn := d.get("feed_forward_pruning"), dict) and "intermediate_size" in ffn
                 else (
                     f", feed-forward {d['intermediate_size']}"
@@ -881,6 +888,7 @@ def _cmd_distill(args: argparse.Namespace) -> int:
     overrides: dict[str, Any] = {
         "layer_map": args.layer_map,
         "intermediate_size": args.intermediate_size,
+        "ffn_refit": True if args.ffn_refit else None,
         "init_student": args.init_student,
         "steps": args.steps,
         "epochs": args.epochs,

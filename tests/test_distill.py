@@ -112,6 +112,7 @@ def test_student_copies_the_mapped_layers(teacher4):
         ({"layers": 2, "precision": "fp16"}, "--precision"),
         ({"layers": 2, "intermediate_size": 65}, "has 64 feed-forward neurons"),
         ({"layers": 2, "intermediate_size": 0}, "keep between 1 and 64"),
+        ({"layers": 2, "ffn_refit": True}, "--ffn-refit refits the feed-forward blocks that --intermediate-size"),
         ({"layers": 2, "relation_weight": -0.5}, "loss weights"),
         ({"layers": 2, "relation_weight": 1.0, "relation_temperature": 0.0}, "relation_temperature"),
     ],
@@ -535,6 +536,89 @@ def test_importance_is_activation_times_output_norm(teacher4):
     assert pruning.top_neurons([torch.tensor([0.5, 3.0, 1.0, 2.0])], 2) == [[1, 3]]
     with pytest.raises(DistillError, match="64 feed-forward neurons"):
         pruning.top_neurons([after], 65)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_refit_output_is_the_least_squares_solution(bias, monkeypatch):
+    """Against NumPy's least squares on explicit activations: the kept neurons' output projection (and bias)
+    that best reproduce ``A W^T + b`` (without the ridge: exactly; with it, within 1% of the optimum's error);
+    keeping every neuron gives back ``W`` and ``b``."""
+    from mbert_edge_export.distill import pruning
+
+    rng = np.random.default_rng(0)
+    n, d, out = 400, 24, 8
+    a = rng.normal(size=(n, d)) * rng.uniform(0.2, 3.0, size=d) + rng.normal(size=d)  # correlated, offset
+    a[:, 5] = 0.7 * a[:, 3] - 0.2 * a[:, 11]  # a neuron the others explain: dropping it should cost ~nothing
+    w, b = rng.normal(size=(out, d)), rng.normal(size=out)
+    target = a @ w.T + (b if bias else 0.0)
+    aug = np.hstack([a, np.ones((n, 1))])
+    gram = torch.from_numpy(aug.T @ aug)
+    kept = [i for i in range(d) if i not in (5, 7, 19)]
+    w_t, b_t = torch.from_numpy(w), torch.from_numpy(b) if bias else None
+    design = np.hstack([a[:, kept], np.ones((n, 1))]) if bias else a[:, kept]
+    ref, *_ = np.linalg.lstsq(design, target, rcond=None)
+
+    def error(weight, offset):
+        return np.square(a[:, kept] @ weight.T + (offset if bias else 0.0) - target).mean()
+
+    with monkeypatch.context() as m:
+        m.setattr(pruning, "REFIT_RIDGE", 0.0)
+        w0, b0 = pruning.refit_output(w_t, b_t, gram, kept)
+    assert w0.shape == (len(w), len(kept))
+    np.testing.assert_allclose(w0.numpy(), ref[: len(kept)].T, rtol=1e-6, atol=1e-6)
+    if bias:
+        np.testing.assert_allclose(b0.numpy(), ref[-1], rtol=1e-6, atol=1e-6)
+    else:
+        assert not b0.any()
+    w2, b2 = pruning.refit_output(w_t, b_t, gram, kept)  # with the ridge
+    optimum = error(ref[: len(kept)].T, ref[-1])
+    assert optimum <= error(w2.numpy(), b2.numpy()) <= 1.01 * optimum
+    assert error(w2.numpy(), b2.numpy()) < 0.9 * error(w[:, kept], b)  # neuron 5 recovered; 7 and 19 are lost
+    with monkeypatch.context() as m:
+        m.setattr(pruning, "REFIT_RIDGE", 0.0)
+        a[:, 5] += rng.normal(size=n)  # full rank again, so that W is the one exact solution
+        aug = np.hstack([a, np.ones((n, 1))])
+        w3, b3 = pruning.refit_output(w_t, b_t, torch.from_numpy(aug.T @ aug), list(range(d)))
+    np.testing.assert_allclose(w3.numpy(), w, atol=1e-8)
+    if bias:
+        np.testing.assert_allclose(b3.numpy(), b, atol=1e-8)
+
+
+def test_refit_narrowing_reconstructs_the_feed_forward_block_better(teacher4):
+    """On the text it was fit on, a layer narrowed with the refit reproduces the full feed-forward block's output
+    more closely than the same neurons sliced, on every layer; the report records the refit."""
+    from mbert_edge_export.distill import pruning
+
+    teacher = transformers.AutoModel.from_pretrained(teacher4).eval()
+    ids = [[2, *[(7 * i + 3 * j) % 3900 + 5 for j in range(4 + i % 9)], 3] for i in range(48)]
+    inputs: dict[int, torch.Tensor] = {}
+    hooks = [
+        layer.intermediate.register_forward_hook(lambda m, x, y, j=j: inputs.__setitem__(j, x[0].detach()))
+        for j, layer in enumerate(teacher.encoder.layer)
+    ]
+    batch = {"input_ids": torch.tensor([x + [0] * (14 - len(x)) for x in ids])}
+    batch["attention_mask"] = (batch["input_ids"] != 0).long()
+    with torch.no_grad():
+        teacher(**batch)
+    for h in hooks:
+        h.remove()
+    mask = batch["attention_mask"].bool()
+
+    def block(layer, j):  # the feed-forward block's output on layer j's real tokens
+        with torch.no_grad():
+            return layer.output.dense(layer.intermediate(inputs[j]))[mask]
+
+    full = [block(teacher.encoder.layer[j], j) for j in (0, 3)]
+    errors = {}
+    for refit in (False, True):
+        student = make_student(teacher, [0, 3])
+        _, report = pruning.prune_by_importance(teacher, student, [0, 3], 40, ids, pad_id=0, refit=refit)
+        assert ("refit" in report) is refit
+        errors[refit] = [
+            float((block(layer, j) - ref).square().mean())
+            for layer, j, ref in zip(student.encoder.layer, (0, 3), full, strict=True)
+        ]
+    assert all(r < 0.8 * s for r, s in zip(errors[True], errors[False], strict=True)), errors
 
 
 @pytest.fixture(scope="module")

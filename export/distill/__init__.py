@@ -243,7 +243,7 @@ def distill(
         else:  # an earlier student is scored on its own layers; a fresh cut on the teacher's it copies
             scored, at = (student, list(range(len(layer_map)))) if init_record else (teacher_src.model, layer_map)
             ffn_keep, ffn_report = pruning.prune_by_importance(
-                scored, student, at, settings.intermediate_size, ids, encoder.pad_id
+                scored, student, at, settings.intermediate_size, ids, encoder.pad_id, refit=settings.ffn_refit
             )
     trainer = Trainer(
         student,

@@ -12,6 +12,14 @@ teacher at the layers the student keeps. The top ``N`` are kept in their origina
 the student saves and loads as an ordinary checkpoint. Distillation then trains the narrower student.
 
 Dropping neuron ``i`` is exactly zeroing its output column (the test suite checks this equality).
+
+**Refit** (``refit=True``, ``distill --ffn-refit``): dropping neurons loses what they wrote. Instead of keeping
+the kept neurons' output columns as they were, each layer's ``output.dense`` (weights and bias) is solved by
+least squares so that the kept neurons reproduce the *whole* block's output on the same training text, the
+layer-wise reconstruction of post-training structured pruning (Kwon et al. 2022; the bias term alone is FLAP's
+compensation, An et al. 2024). The same forward pass that scores the neurons accumulates each layer's Gram
+matrix of the activations (with a column of ones for the bias), so the solve needs no second pass:
+``[W' b'] = (G_KK + ridge)^-1 G_K: [W b]`` with ``K`` the kept neurons and the ones column.
 """
 
 from __future__ import annotations
@@ -32,6 +40,9 @@ log = logging.getLogger(__name__)
 #: training texts scored (evenly spaced over the training set) and tokens read per text
 IMPORTANCE_TEXTS, IMPORTANCE_LENGTH = 512, 128
 METHOD = "mean |activation| x output-column norm, on training text at the kept teacher layers"
+REFIT_METHOD = "output.dense refit by least squares to the whole block's output on the scored text"
+#: ridge added to the refit's normal equations, relative to the mean diagonal of the kept neurons' Gram matrix
+REFIT_RIDGE = 1e-4
 
 
 def feed_forward(layer: Any) -> tuple[torch.nn.Linear, torch.nn.Linear]:
@@ -56,11 +67,21 @@ def intermediate_size(model: Any) -> int:
 def importance(teacher: Any, layer_map: Sequence[int], ids: Sequence[Sequence[int]], pad_id: int) -> list[torch.Tensor]:
     """Each feed-forward neuron's score (see the module docstring) at teacher layers ``layer_map``, over the
     texts ``ids`` (token ids, read up to :data:`IMPORTANCE_LENGTH` tokens). One float64 tensor per kept layer."""
+    return activation_stats(teacher, layer_map, ids, pad_id)[0]
+
+
+def activation_stats(
+    teacher: Any, layer_map: Sequence[int], ids: Sequence[Sequence[int]], pad_id: int, gram: bool = False
+) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
+    """One pass over ``ids``: each layer's neuron scores (:func:`importance`) and, with ``gram``, the Gram
+    matrix ``[A 1]^T [A 1]`` of its feed-forward activations ``A`` (tokens x neurons) with a column of ones,
+    float64, for :func:`refit_output`."""
     import torch
 
     layers = encoder_layers(teacher)
     device = next(teacher.parameters()).device
     sums = [torch.zeros(feed_forward(layers[i])[0].out_features, dtype=torch.float64) for i in layer_map]
+    grams = [torch.zeros(len(s) + 1, len(s) + 1, dtype=torch.float64) for s in sums] if gram else None
     tokens = 0
     mask: torch.Tensor | None = None
 
@@ -69,6 +90,10 @@ def importance(teacher: Any, layer_map: Sequence[int], ids: Sequence[Sequence[in
             assert mask is not None
             act = output.float().abs() * mask.unsqueeze(-1)
             sums[slot] += act.sum(dim=(0, 1)).double().cpu()
+            if grams is not None:
+                rows = output.float()[mask.bool()]  # the real tokens' activations, signed
+                rows = torch.cat([rows, torch.ones(len(rows), 1, device=rows.device)], dim=1)
+                grams[slot] += (rows.T @ rows).double().cpu()
 
         return record
 
@@ -91,7 +116,28 @@ def importance(teacher: Any, layer_map: Sequence[int], ids: Sequence[Sequence[in
     for slot, i in enumerate(layer_map):
         out_norm = feed_forward(layers[i])[1].weight.detach().double().norm(dim=0).cpu()
         scores.append(sums[slot] / max(tokens, 1) * out_norm)
-    return scores
+    return scores, grams
+
+
+def refit_output(
+    weight: torch.Tensor, bias: torch.Tensor | None, gram: torch.Tensor, kept: Sequence[int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The output projection (``weight`` of shape out x neurons, ``bias``) that the ``kept`` neurons need to
+    reproduce the whole block's output ``A W^T + b`` in the least-squares sense over the activations whose
+    Gram matrix with a ones column is ``gram`` (:func:`activation_stats`). Returns ``(weight', bias')``, float64,
+    of shapes out x len(kept) and out (a layer without a bias gets none: ``bias'`` is then zeros)."""
+    import torch
+
+    n, out = weight.shape[1], weight.shape[0]
+    b = torch.zeros(out, dtype=torch.float64) if bias is None else bias.detach().double().cpu()
+    w_aug = torch.cat([weight.detach().double().cpu().T, b[None, :]])  # (n + 1) x out: [A 1] @ w_aug = A W^T + b
+    # the kept neurons, and the ones column where the layer has a bias to carry what they cannot
+    rows = torch.tensor([*kept, n] if bias is not None else list(kept), dtype=torch.long)
+    g_kk = gram[rows][:, rows].clone()
+    k = len(kept)
+    g_kk.diagonal()[:k] += REFIT_RIDGE * float(g_kk.diagonal()[:k].mean())  # the bias is not shrunk
+    solved = torch.linalg.solve(g_kk, gram[rows] @ w_aug)  # len(rows) x out
+    return solved[:k].T.contiguous(), (solved[k] if bias is not None else b).contiguous()
 
 
 def top_neurons(scores: Sequence[torch.Tensor], width: int) -> list[list[int]]:
@@ -107,9 +153,10 @@ def top_neurons(scores: Sequence[torch.Tensor], width: int) -> list[list[int]]:
     return keep
 
 
-def prune(model: Any, keep: Sequence[Sequence[int]]) -> None:
+def prune(model: Any, keep: Sequence[Sequence[int]], grams: Sequence[torch.Tensor] | None = None) -> None:
     """Keep only neurons ``keep[j]`` of layer ``j``'s feed-forward block, in place; sets
-    ``config.intermediate_size`` (every layer must keep the same number)."""
+    ``config.intermediate_size`` (every layer must keep the same number). With ``grams`` (layer ``j``'s from
+    :func:`activation_stats`), each output projection is refit (:func:`refit_output`) instead of sliced."""
     import torch
 
     layers = encoder_layers(model)
@@ -118,7 +165,9 @@ def prune(model: Any, keep: Sequence[Sequence[int]]) -> None:
     widths = {len(k) for k in keep}
     if len(widths) != 1:
         raise DistillError(f"every layer must keep the same number of feed-forward neurons, not {sorted(widths)}")
-    for layer, kept in zip(layers, keep, strict=True):
+    if grams is not None and len(grams) != len(layers):
+        raise DistillError(f"{len(grams)} Gram matrices for {len(layers)} layers")
+    for j, (layer, kept) in enumerate(zip(layers, keep, strict=True)):
         inner, outer = feed_forward(layer)
         idx = torch.tensor(list(kept), dtype=torch.long, device=inner.weight.device)
         new_inner = torch.nn.Linear(inner.in_features, len(kept), bias=inner.bias is not None)
@@ -129,9 +178,15 @@ def prune(model: Any, keep: Sequence[Sequence[int]]) -> None:
             new_inner.weight.copy_(inner.weight[idx])
             if inner.bias is not None:
                 new_inner.bias.copy_(inner.bias[idx])
-            new_outer.weight.copy_(outer.weight[:, idx])
-            if outer.bias is not None:
-                new_outer.bias.copy_(outer.bias)
+            if grams is not None:
+                weight, bias = refit_output(outer.weight, outer.bias, grams[j], kept)
+                new_outer.weight.copy_(weight)
+                if outer.bias is not None:
+                    new_outer.bias.copy_(bias)
+            else:
+                new_outer.weight.copy_(outer.weight[:, idx])
+                if outer.bias is not None:
+                    new_outer.bias.copy_(outer.bias)
         new_inner.weight.requires_grad_(inner.weight.requires_grad)
         new_outer.weight.requires_grad_(outer.weight.requires_grad)
         layer.intermediate.dense = new_inner
@@ -140,18 +195,25 @@ def prune(model: Any, keep: Sequence[Sequence[int]]) -> None:
 
 
 def prune_by_importance(
-    teacher: Any, student: Any, layer_map: Sequence[int], width: int, ids: Sequence[Sequence[int]], pad_id: int
+    teacher: Any,
+    student: Any,
+    layer_map: Sequence[int],
+    width: int,
+    ids: Sequence[Sequence[int]],
+    pad_id: int,
+    refit: bool = False,
 ) -> tuple[list[list[int]], dict[str, Any]]:
     """Score ``teacher``'s neurons at ``layer_map`` on a sample of ``ids`` and prune ``student`` (whose layers
-    are those) to ``width`` of them; returns the kept neurons per layer and a report. ``teacher`` may be the
-    student itself (a trained student narrowed in a second stage): scoring ends before pruning starts."""
+    are those) to ``width`` of them, with ``refit`` refitting each output projection on the same sample; returns
+    the kept neurons per layer and a report. ``teacher`` may be the student itself (a trained student narrowed in
+    a second stage): scoring ends before pruning starts."""
     total = intermediate_size(teacher)
     step = max(1, len(ids) // IMPORTANCE_TEXTS)
     sample = [ids[i] for i in range(0, len(ids), step)][:IMPORTANCE_TEXTS]
     log.info("scoring the %d feed-forward neurons per layer on %d training texts", total, len(sample))
-    scores = importance(teacher, layer_map, sample, pad_id)
+    scores, grams = activation_stats(teacher, layer_map, sample, pad_id, gram=refit)
     keep = top_neurons(scores, width)
-    prune(student, keep)
+    prune(student, keep, grams)
     kept_share = [float(s[k].sum() / s.sum()) for s, k in zip(scores, keep, strict=True)]
     log.info(
         "feed-forward width %d -> %d: the kept neurons hold %s of each layer's importance",
@@ -164,6 +226,7 @@ def prune_by_importance(
         "method": METHOD,
         "texts": len(sample),
         "importance_kept": [round(x, 4) for x in kept_share],
+        **({"refit": REFIT_METHOD} if refit else {}),
     }
 
 
@@ -171,10 +234,13 @@ __all__ = [
     "IMPORTANCE_LENGTH",
     "IMPORTANCE_TEXTS",
     "METHOD",
+    "REFIT_METHOD",
+    "activation_stats",
     "feed_forward",
     "importance",
     "intermediate_size",
     "prune",
     "prune_by_importance",
+    "refit_output",
     "top_neurons",
 ]
