@@ -201,10 +201,11 @@ def _parser() -> argparse.ArgumentParser:
         "the N most active on training text, then trained",
     )
     d.add_argument(
-        "--ffn-refit",
+        "--no-ffn-refit",
         action="store_true",
-        help="with --intermediate-size: refit each narrowed layer's output projection by least squares so that "
-        "the kept neurons reproduce the whole feed-forward block on training text (instead of slicing it)",
+        help="with --intermediate-size: slice each narrowed layer's output projection instead of refitting it by "
+        "least squares so that the kept neurons reproduce the whole feed-forward block on training text (the "
+        "default)",
     )
     d.add_argument(
         "--init-student",
@@ -888,7 +889,7 @@ def _cmd_distill(args: argparse.Namespace) -> int:
     overrides: dict[str, Any] = {
         "layer_map": args.layer_map,
         "intermediate_size": args.intermediate_size,
-        "ffn_refit": True if args.ffn_refit else None,
+        "ffn_refit": False if args.no_ffn_refit else None,
         "init_student": args.init_student,
         "steps": args.steps,
         "epochs": args.epochs,

@@ -112,7 +112,6 @@ def test_student_copies_the_mapped_layers(teacher4):
         ({"layers": 2, "precision": "fp16"}, "--precision"),
         ({"layers": 2, "intermediate_size": 65}, "has 64 feed-forward neurons"),
         ({"layers": 2, "intermediate_size": 0}, "keep between 1 and 64"),
-        ({"layers": 2, "ffn_refit": True}, "--ffn-refit refits the feed-forward blocks that --intermediate-size"),
         ({"layers": 2, "relation_weight": -0.5}, "loss weights"),
         ({"layers": 2, "relation_weight": 1.0, "relation_temperature": 0.0}, "relation_temperature"),
     ],
@@ -381,12 +380,13 @@ def test_cli_distill_smoke(checkpoints, tmp_path, capsys):
     out = tmp_path / "cli-student"
     rc = main([
         "distill", str(checkpoints[FEATURE_EXTRACTION]), "-o", str(out), "--layers", "1", "--preset", "smoke",
-        "--threads", "1", "--dropout", "0", "--intermediate-size", "24",
+        "--threads", "1", "--dropout", "0", "--intermediate-size", "24", "--no-ffn-refit",
     ])  # fmt: skip
     assert rc == 0 and (out / "config.json").is_file()
     report = json.loads((out / REPORT_FILE).read_text())
     assert report["recipe"]["dropout"] == 0.0
     assert report["recipe"]["intermediate_size"] == 24 and report["student"]["intermediate_size"] == 24
+    assert report["recipe"]["ffn_refit"] is False and "refit" not in report["student"]["feed_forward_pruning"]
     assert "Next: mbert-edge export" in capsys.readouterr().out
     rc = main(["distill", str(checkpoints[FEATURE_EXTRACTION]), "-o", str(tmp_path / "x"), "--layers", "3"])
     assert rc != 0
@@ -633,8 +633,11 @@ def test_narrow_student_is_pruned_trained_and_exported(narrow_student, tmp_path,
     model = transformers.AutoModel.from_pretrained(out)
     assert model.config.intermediate_size == 40
     assert model.encoder.layer[0].intermediate.dense.weight.shape == (40, 32)
+    from mbert_edge_export.distill import pruning
+
     ffn = report["student"]["feed_forward_pruning"]
     assert ffn["intermediate_size"] == {"teacher": 64, "student": 40} and len(ffn["importance_kept"]) == 2
+    assert ffn["refit"] == pruning.REFIT_METHOD and report["recipe"]["ffn_refit"] is True  # refit by default
     assert all(0.625 <= x <= 1.0 for x in ffn["importance_kept"])  # the top 40 of 64 hold at least 40/64
     for lang, entry in report["evaluation"]["languages"].items():
         assert entry["student"]["cosine_mean"] > entry["untrained"]["cosine_mean"], lang
@@ -646,7 +649,7 @@ def test_narrow_student_is_pruned_trained_and_exported(narrow_student, tmp_path,
     from mbert_edge.cli import main
 
     assert main(["info", str(bundle)]) == 0
-    assert "feed-forward 64 -> 40, 20 steps" in capsys.readouterr().out
+    assert "feed-forward 64 -> 40 (output projections refit), 20 steps" in capsys.readouterr().out
 
 
 def test_narrow_student_resumes_with_the_same_neurons(narrow_student, teacher4, tmp_path):

@@ -13,8 +13,9 @@ the student saves and loads as an ordinary checkpoint. Distillation then trains 
 
 Dropping neuron ``i`` is exactly zeroing its output column (the test suite checks this equality).
 
-**Refit** (``refit=True``, ``distill --ffn-refit``): dropping neurons loses what they wrote. Instead of keeping
-the kept neurons' output columns as they were, each layer's ``output.dense`` (weights and bias) is solved by
+**Refit** (``refit=True``; ``distill`` does it unless ``--no-ffn-refit``): dropping neurons loses what they
+wrote. Instead of keeping the kept neurons' output columns as they were, each layer's ``output.dense`` (weights
+and bias) is solved by
 least squares so that the kept neurons reproduce the *whole* block's output on the same training text, the
 layer-wise reconstruction of post-training structured pruning (Kwon et al. 2022; the bias term alone is FLAP's
 compensation, An et al. 2024). The same forward pass that scores the neurons accumulates each layer's Gram

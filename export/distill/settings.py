@@ -33,7 +33,7 @@ class DistillSettings:
     layers: int  #: encoder layers the student keeps
     layer_map: str | list[int] = "distilbert"  #: a name (see :mod:`.layers`) or explicit teacher layers
     intermediate_size: int | None = None  #: feed-forward width the student keeps (None: the teacher's)
-    ffn_refit: bool = False  #: narrowing: refit each output projection by least squares (pruning.refit_output)
+    ffn_refit: bool = True  #: when narrowing: refit each output projection by least squares (False: slice it)
     init_student: Path | None = None  #: start from this earlier student of the same teacher (its layer map)
     languages: list[str] | None = None  #: ISO 639-1 codes: trim to them first, weight them up, gate on them
     data_files: list[Path] = field(default_factory=list)  #: the user's texts (.txt, .jsonl, .csv; labels optional)
@@ -216,8 +216,6 @@ def validate(settings: DistillSettings, teacher: TeacherInfo) -> None:
         )
     settings.layer_map = parse_layer_map(settings.layer_map, settings.layers, teacher.num_layers)
     width = settings.intermediate_size
-    if settings.ffn_refit and width is None:
-        raise DistillError("--ffn-refit refits the feed-forward blocks that --intermediate-size narrows: pass both")
     if width is not None:
         if teacher.intermediate_size is None:
             raise DistillError(
