@@ -15,11 +15,11 @@ Dropping neuron ``i`` is exactly zeroing its output column (the test suite check
 
 **Refit** (``refit=True``; ``distill`` does it unless ``--no-ffn-refit``): dropping neurons loses what they
 wrote. Instead of keeping the kept neurons' output columns as they were, each layer's ``output.dense`` (weights
-and bias) is solved by
-least squares so that the kept neurons reproduce the *whole* block's output on the same training text, the
-layer-wise reconstruction of post-training structured pruning (Kwon et al. 2022; the bias term alone is FLAP's
-compensation, An et al. 2024). The same forward pass that scores the neurons accumulates each layer's Gram
-matrix of the activations (with a column of ones for the bias), so the solve needs no second pass:
+and bias) is solved by least squares so that the kept neurons reproduce the *whole* block's output on the same
+training text, the layer-wise reconstruction of post-training structured pruning (Kwon et al. 2022; the bias
+term alone is FLAP's compensation, An et al. 2024). The same forward pass that scores the neurons accumulates
+each layer's Gram matrix of the activations (with a column of ones for the bias), so the solve needs no second
+pass:
 ``[W' b'] = (G_KK + ridge)^-1 G_K: [W b]`` with ``K`` the kept neurons and the ones column.
 """
 
