@@ -621,6 +621,25 @@ def test_refit_narrowing_reconstructs_the_feed_forward_block_better(teacher4):
     assert all(r < 0.8 * s for r, s in zip(errors[True], errors[False], strict=True)), errors
 
 
+def test_untrained_row_is_the_narrowed_start(teacher4, tmp_path, monkeypatch):
+    """The report's ``untrained`` candidate is narrowed exactly as training started (the same neurons, refit on
+    the same text), not sliced: both narrowings write the same output projections."""
+    from mbert_edge_export.distill import pruning
+
+    narrowed = []
+    prune = pruning.prune
+
+    def recording(model, keep, grams=None):
+        prune(model, keep, grams)
+        narrowed.append([layer.output.dense.weight.detach().clone() for layer in model.encoder.layer])
+
+    monkeypatch.setattr(pruning, "prune", recording)
+    _smoke(teacher4, tmp_path / "s", 2, intermediate_size=40, steps=2)
+    assert len(narrowed) == 2  # the student before training, then the report's untrained copy
+    for start, untrained in zip(*narrowed, strict=True):
+        assert torch.equal(start, untrained)
+
+
 @pytest.fixture(scope="module")
 def narrow_student(teacher4, tmp_path_factory):
     out = tmp_path_factory.mktemp("students") / "narrow"

@@ -279,8 +279,12 @@ def distill(
     if teacher_src is not loaded:
         candidates.append(Candidate("trim only", teacher_src.model, encoder))
     untrained = initial_student().eval()
-    if ffn_keep is not None:
-        pruning.prune(untrained, ffn_keep)
+    if ffn_keep is not None:  # narrowed as training started: the same neurons, refit on the same text
+        grams = None
+        if settings.ffn_refit:
+            scored, at = (untrained, list(range(len(layer_map)))) if init_record else (teacher_src.model, layer_map)
+            grams = pruning.refit_grams(scored, at, ids, encoder.pad_id)
+        pruning.prune(untrained, ffn_keep, grams)
     candidates += [Candidate("untrained", untrained, encoder), Candidate("student", student, encoder)]
     evaluation = evaluate(
         teacher_src.task,

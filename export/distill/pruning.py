@@ -195,6 +195,23 @@ def prune(model: Any, keep: Sequence[Sequence[int]], grams: Sequence[torch.Tenso
     model.config.intermediate_size = widths.pop()
 
 
+def scored_sample(ids: Sequence[Sequence[int]]) -> list[Sequence[int]]:
+    """The :data:`IMPORTANCE_TEXTS` training texts, evenly spaced over ``ids``, that neurons are scored (and
+    output projections refit) on."""
+    step = max(1, len(ids) // IMPORTANCE_TEXTS)
+    return [ids[i] for i in range(0, len(ids), step)][:IMPORTANCE_TEXTS]
+
+
+def refit_grams(
+    teacher: Any, layer_map: Sequence[int], ids: Sequence[Sequence[int]], pad_id: int
+) -> list[torch.Tensor]:
+    """The Gram matrices :func:`prune_by_importance` refits with, for ``teacher`` at ``layer_map`` on the same
+    sample of ``ids``: to narrow another copy of a student exactly as it was narrowed (its kept neurons known)."""
+    grams = activation_stats(teacher, layer_map, scored_sample(ids), pad_id, gram=True)[1]
+    assert grams is not None
+    return grams
+
+
 def prune_by_importance(
     teacher: Any,
     student: Any,
@@ -209,8 +226,7 @@ def prune_by_importance(
     the kept neurons per layer and a report. ``teacher`` may be the student itself (a trained student narrowed in
     a second stage): scoring ends before pruning starts."""
     total = intermediate_size(teacher)
-    step = max(1, len(ids) // IMPORTANCE_TEXTS)
-    sample = [ids[i] for i in range(0, len(ids), step)][:IMPORTANCE_TEXTS]
+    sample = scored_sample(ids)
     log.info("scoring the %d feed-forward neurons per layer on %d training texts", total, len(sample))
     scores, grams = activation_stats(teacher, layer_map, sample, pad_id, gram=refit)
     keep = top_neurons(scores, width)
@@ -242,6 +258,8 @@ __all__ = [
     "intermediate_size",
     "prune",
     "prune_by_importance",
+    "refit_grams",
     "refit_output",
+    "scored_sample",
     "top_neurons",
 ]
