@@ -240,7 +240,12 @@ def _parser() -> argparse.ArgumentParser:
         default="default",
         help="recipe: default (fits 30 minutes on a 2-core CPU for e5-small) or smoke (seconds, for tests)",
     )
-    d.add_argument("--steps", type=int, help="optimizer steps (default: one pass over the texts, within the budget)")
+    d.add_argument(
+        "--steps",
+        type=int,
+        help="optimizer steps (default: one pass over the texts, within the budget); 0: no training, the student "
+        "as it starts (the cut, narrowed with --intermediate-size, or --init-student) is evaluated and written",
+    )
     d.add_argument("--epochs", type=float, help="passes over the training texts when --steps is not given")
     d.add_argument(
         "--time-budget",

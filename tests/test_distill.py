@@ -107,6 +107,7 @@ def test_student_copies_the_mapped_layers(teacher4):
         ({"layers": 2, "corpus": False}, "no training text"),
         ({"layers": 2, "max_length": 4096}, "--max-length"),
         ({"layers": 2, "lr": -1.0}, "--lr"),
+        ({"layers": 2, "steps": -1}, "--steps -1: must be at least 0"),
         ({"layers": 2, "min_retention": 1.5}, "--min-retention"),
         ({"layers": 2, "dropout": 1.0}, "--dropout"),
         ({"layers": 2, "precision": "fp16"}, "--precision"),
@@ -638,6 +639,43 @@ def test_untrained_row_is_the_narrowed_start(teacher4, tmp_path, monkeypatch):
     assert len(narrowed) == 2  # the student before training, then the report's untrained copy
     for start, untrained in zip(*narrowed, strict=True):
         assert torch.equal(start, untrained)
+
+
+def test_steps_zero_writes_the_cut_untrained(teacher4, tmp_path, capsys):
+    """``--steps 0``: no training; the checkpoint holds the teacher's mapped layers as they are, and the report
+    evaluates that student (no separate untrained row) without a work directory left behind."""
+    out = tmp_path / "cut"
+    report = _smoke(teacher4, out, 2, steps=0)
+    assert report["training"]["steps"] == 0 and report["training"]["stopped_by"] == "--steps 0 (evaluation only)"
+    assert report["evaluation"]["candidates"] == ["student"]
+    assert not work_dir(out).exists()
+    teacher, student = _weights(teacher4), _weights(out)
+    kept = {k for k in teacher if not k.startswith(("encoder.layer.", "pooler."))}  # the student has no pooler
+    kept |= {k for k in teacher if k.startswith("encoder.layer.0.")}
+    kept |= {k.replace(".3.", ".1.", 1) for k in teacher if k.startswith("encoder.layer.3.")}
+    assert set(student) == kept
+    for name, value in student.items():
+        ref = name.replace("encoder.layer.1.", "encoder.layer.3.", 1) if name.startswith("encoder.layer.1.") else name
+        assert torch.equal(value, teacher[ref]), name
+    from mbert_edge.cli import main
+
+    assert main(["distill", str(teacher4), "-o", str(tmp_path / "cli"), "--layers", "2", "--preset", "smoke",
+                 "--steps", "0", "--threads", "1"]) == 0  # fmt: skip
+    assert "0 steps (--steps 0 (evaluation only))" in capsys.readouterr().out
+
+
+def test_steps_zero_evaluates_where_training_starts(teacher4, tmp_path):
+    """A narrowed (refit) student written with ``--steps 0`` is the start of training: its evaluation is the
+    ``untrained`` row of a run that trains from the same settings."""
+    start = _smoke(teacher4, tmp_path / "start", 2, intermediate_size=40, steps=0)
+    trained = _smoke(teacher4, tmp_path / "trained", 2, intermediate_size=40, steps=2)
+    assert start["student"]["feed_forward_pruning"] == trained["student"]["feed_forward_pruning"]
+    for lang, entry in trained["evaluation"]["languages"].items():
+        assert start["evaluation"]["languages"][lang]["student"] == entry["untrained"], lang
+    with pytest.raises(DistillError, match="--steps 0: the student as it starts") as info:
+        _smoke(teacher4, tmp_path / "gated", 2, intermediate_size=40, steps=0, min_retention=1.0)
+    assert info.value.distill_report["evaluation"]["gate"]["passed"] is False
+    assert not (tmp_path / "gated").exists() and not work_dir(tmp_path / "gated").exists()
 
 
 @pytest.fixture(scope="module")

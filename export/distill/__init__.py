@@ -51,7 +51,7 @@ from mbert_edge_export.distill.settings import (
     make_settings,
     validate,
 )
-from mbert_edge_export.distill.trainer import StepCallback, Trainer, read_state, resume_dir
+from mbert_edge_export.distill.trainer import StepCallback, Trainer, read_state, resume_dir, untrained_summary
 from mbert_edge_export.errors import DistillError
 
 log = logging.getLogger(__name__)
@@ -245,29 +245,33 @@ def distill(
             ffn_keep, ffn_report = pruning.prune_by_importance(
                 scored, student, at, settings.intermediate_size, ids, encoder.pad_id, refit=settings.ffn_refit
             )
-    trainer = Trainer(
-        student,
-        teacher_model,
-        teacher_src.task,
-        ids,
-        [t.label for t in data.items],
-        settings,
-        layer_map,
-        encoder.pad_id,
-        work,
-        fp,
-        pooling=pooling,
-        device=device,
-        teacher_ids=teacher_ids,
-        teacher_pad_id=teacher_pad,
-        precision=precision,
-        ffn_pruning=None if ffn_keep is None else {"keep": ffn_keep, **(ffn_report or {})},
-    )
-    folder = resume_dir(work)
-    if state is not None and folder is not None:
-        trainer.load(folder)
-    deadline = started + settings.time_budget * 60 if settings.time_budget else None
-    training = trainer.train(deadline, on_step)
+    if settings.steps == 0:  # evaluation only: the student as it starts (cut, narrowed, or --init-student)
+        log.info("--steps 0: no training; the student is evaluated and written as it starts")
+        training = untrained_summary(precision)
+    else:
+        trainer = Trainer(
+            student,
+            teacher_model,
+            teacher_src.task,
+            ids,
+            [t.label for t in data.items],
+            settings,
+            layer_map,
+            encoder.pad_id,
+            work,
+            fp,
+            pooling=pooling,
+            device=device,
+            teacher_ids=teacher_ids,
+            teacher_pad_id=teacher_pad,
+            precision=precision,
+            ffn_pruning=None if ffn_keep is None else {"keep": ffn_keep, **(ffn_report or {})},
+        )
+        folder = resume_dir(work)
+        if state is not None and folder is not None:
+            trainer.load(folder)
+        deadline = started + settings.time_budget * 60 if settings.time_budget else None
+        training = trainer.train(deadline, on_step)
 
     log.info("evaluating on held-out text")
     kept = list(settings.languages) if settings.languages else list(settings.eval_languages)
@@ -278,14 +282,17 @@ def distill(
     candidates = []
     if teacher_src is not loaded:
         candidates.append(Candidate("trim only", teacher_src.model, encoder))
-    untrained = initial_student().eval()
-    if ffn_keep is not None:  # narrowed as training started: the same neurons, refit on the same text
-        grams = None
-        if settings.ffn_refit:
-            scored, at = (untrained, list(range(len(layer_map)))) if init_record else (teacher_src.model, layer_map)
-            grams = pruning.refit_grams(scored, at, ids, encoder.pad_id)
-        pruning.prune(untrained, ffn_keep, grams)
-    candidates += [Candidate("untrained", untrained, encoder), Candidate("student", student, encoder)]
+    untrained = None
+    if settings.steps != 0:  # with --steps 0 the student is the untrained one
+        untrained = initial_student().eval()
+        if ffn_keep is not None:  # narrowed as training started: the same neurons, refit on the same text
+            grams = None
+            if settings.ffn_refit:
+                scored, at = (untrained, list(range(len(layer_map)))) if init_record else (teacher_src.model, layer_map)
+                grams = pruning.refit_grams(scored, at, ids, encoder.pad_id)
+            pruning.prune(untrained, ffn_keep, grams)
+        candidates.append(Candidate("untrained", untrained, encoder))
+    candidates.append(Candidate("student", student, encoder))
     evaluation = evaluate(
         teacher_src.task,
         reference,
@@ -339,12 +346,21 @@ def distill(
     }
     gate = evaluation["gate"]
     if gate["passed"] is False:
-        (work / REPORT_FILE).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         worst = gate["worst_language"]
         value = "not measured" if worst is None else f"{worst} {gate['value']:.4f}"
-        raise DistillError(
+        failed = (
             f"retention gate failed: worst kept language {value} < --min-retention {gate['threshold']} "
-            f"({gate['metric']}). Nothing was written to {output}; the trained student stays in {work}: rerun "
+            f"({gate['metric']})"
+        )
+        if settings.steps == 0:
+            raise DistillError(
+                f"{failed}. Nothing was written to {output} (--steps 0: the student as it starts, untrained); "
+                "train it (leave out --steps 0) or lower --min-retention",
+                distill_report=report,
+            )
+        (work / REPORT_FILE).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        raise DistillError(
+            f"{failed}. Nothing was written to {output}; the trained student stays in {work}: rerun "
             "the same command with a lower --min-retention to write it without training again, or train "
             "longer (--time-budget, --steps), keep more layers, or name fewer languages",
             distill_report=report,

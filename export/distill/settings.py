@@ -231,7 +231,10 @@ def validate(settings: DistillSettings, teacher: TeacherInfo) -> None:
         (settings.batch_size >= 1, f"--batch-size {settings.batch_size}: must be at least 1"),
         (settings.lr > 0, f"--lr {settings.lr}: must be positive"),
         (0 <= settings.warmup < 1, f"warmup {settings.warmup}: a share of the steps in [0, 1)"),
-        (settings.steps is None or settings.steps >= 1, f"--steps {settings.steps}: must be at least 1"),
+        (
+            settings.steps is None or settings.steps >= 0,
+            f"--steps {settings.steps}: must be at least 0 (0: evaluate the student as it starts, no training)",
+        ),
         (settings.epochs > 0, f"epochs {settings.epochs}: must be positive"),
         (
             settings.time_budget is None or settings.time_budget > 0,

@@ -429,6 +429,26 @@ class Trainer:
         }
 
 
+def untrained_summary(precision: str) -> dict[str, Any]:
+    """The training summary of a run with ``--steps 0`` (evaluation only), in :meth:`Trainer.summary`'s shape."""
+    return {
+        "steps": 0,
+        "planned_steps": 0,
+        "stopped_by": "--steps 0 (evaluation only)",
+        "epochs": 0.0,
+        "texts_seen_by_teacher": 0,
+        "loss_first": None,
+        "loss_last": None,
+        "loss_curve": [],
+        "train_seconds": 0.0,
+        "teacher_seconds": 0.0,
+        "seconds_per_step": 0.0,
+        "runs": 0,
+        "precision": precision,
+        "trainable_parameters": 0,
+    }
+
+
 def _duration(seconds: float) -> str:
     m, s = divmod(int(seconds), 60)
     h, m = divmod(m, 60)
