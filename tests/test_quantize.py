@@ -280,6 +280,7 @@ def test_gate_fails_on_purpose_with_report(tmp_path, checkpoints):
     impossible = QuantizeSettings(mode="dynamic", thresholds=gate.Thresholds(min_agreement=1.01, min_cosine=1.01))
     with pytest.raises(QuantizationGateError, match="even with") as info:
         export_bundle(str(checkpoints["token-classification"]), tmp_path / "out", quantize=impossible)
+    assert "texts of the task with --calibration FILE" in str(info.value)  # the gate read the corpus sample
     report = info.value.report
     assert report["gate"]["metric"] == "token_agreement" and not report["gate"]["passed"]
     # the fallback's tie-break for taggers: probability error over real tokens
@@ -288,6 +289,15 @@ def test_gate_fails_on_purpose_with_report(tmp_path, checkpoints):
     assert len(report["sensitivity"]) >= LAYERS  # every group was ranked
     assert len(report["fp32_groups"]) == len(report["sensitivity"]) - 1
     assert not (tmp_path / "out").exists()
+
+
+def test_gate_text_hint_only_for_classifiers_on_the_corpus_sample():
+    from mbert_edge_export.stages.quantize import gate_text_hint
+
+    assert "--calibration FILE" in gate_text_hint("text-classification", user_texts=False)
+    assert "--calibration FILE" in gate_text_hint("token-classification", user_texts=False)
+    assert gate_text_hint("text-classification", user_texts=True) is None  # the user's own texts judged it
+    assert gate_text_hint("feature-extraction", user_texts=False) is None  # cosine has no low-margin flips
 
 
 def test_fallback_keeps_most_sensitive_groups_in_fp32(tmp_path, bundles, monkeypatch):
