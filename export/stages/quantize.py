@@ -141,15 +141,15 @@ def _label_ids(names: list[str], labels: dict[int, str] | None) -> list[int]:
 def gate_text_hint(task: str, user_texts: bool) -> str | None:
     """What to try when a classifier or tagger fails the gate on the default gate texts, else None.
 
-    The default gate texts are a sample of the multilingual corpus, mostly text outside a classifier's task,
-    where its answers have low margins and the small INT8 error flips some of them. Texts of the task judge
-    what the app will see: the topic student (2026-12-01) needed 5 of 8 groups in fp32 on the corpus sample
-    (51 MB) and none on its task's texts (29 MB), with the same per-language accuracy.
+    The default gate texts are single sentences of the multilingual corpus, not the texts a classifier is made
+    for; its answers on them often have low margins, and the small INT8 error flips some of them. Texts of the
+    task judge what the app will see: the topic student (2026-12-01) needed 5 of 8 groups in fp32 on the corpus
+    sample (51 MB) and none on its task's texts (29 MB), with accuracy within a paragraph per language.
     """
     if user_texts or task not in (TEXT_CLASSIFICATION, TOKEN_CLASSIFICATION):
         return None
     return (
-        "The gate judged a sample of the multilingual corpus, where a classifier's answers often have low margins "
-        "and INT8 flips some of them: give it texts of the task with --calibration FILE (.txt, .jsonl or .csv; "
-        "labels optional; a share is held out for the gate)"
+        "The gate judged single sentences of the multilingual corpus, where a classifier's answers often have low "
+        "margins and INT8 flips some of them: give it texts of the task with --calibration FILE (.txt, .jsonl or "
+        ".csv; labels optional; a share is held out for the gate)"
     )
