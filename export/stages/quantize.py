@@ -144,7 +144,7 @@ def gate_text_hint(task: str, user_texts: bool) -> str | None:
     The default gate texts are single sentences of the multilingual corpus, not the texts a classifier is made
     for; its answers on them often have low margins, and the small INT8 error flips some of them. Texts of the
     task judge what the app will see: the topic student (2026-12-01) needed 5 of 8 groups in fp32 on the corpus
-    sample (51 MB) and none on its task's texts (29 MB), with accuracy within a paragraph per language.
+    sample (53 MB) and none on its task's texts (30 MB), with accuracy within a paragraph per language.
     """
     if user_texts or task not in (TEXT_CLASSIFICATION, TOKEN_CLASSIFICATION):
         return None
