@@ -670,6 +670,7 @@ def test_steps_zero_evaluates_where_training_starts(teacher4, tmp_path):
     start = _smoke(teacher4, tmp_path / "start", 2, intermediate_size=40, steps=0)
     trained = _smoke(teacher4, tmp_path / "trained", 2, intermediate_size=40, steps=2)
     assert start["student"]["feed_forward_pruning"] == trained["student"]["feed_forward_pruning"]
+    assert set(start["training"]) == set(trained["training"])  # the summary of no training has the same fields
     for lang, entry in trained["evaluation"]["languages"].items():
         assert start["evaluation"]["languages"][lang]["student"] == entry["untrained"], lang
     with pytest.raises(DistillError, match="--steps 0: the student as it starts") as info:

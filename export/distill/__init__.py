@@ -245,7 +245,8 @@ def distill(
             ffn_keep, ffn_report = pruning.prune_by_importance(
                 scored, student, at, settings.intermediate_size, ids, encoder.pad_id, refit=settings.ffn_refit
             )
-    if settings.steps == 0:  # evaluation only: the student as it starts (cut, narrowed, or --init-student)
+    evaluate_only = settings.steps == 0  # the student as it starts (cut, narrowed, or --init-student)
+    if evaluate_only:
         log.info("--steps 0: no training; the student is evaluated and written as it starts")
         training = untrained_summary(precision)
     else:
@@ -283,7 +284,7 @@ def distill(
     if teacher_src is not loaded:
         candidates.append(Candidate("trim only", teacher_src.model, encoder))
     untrained = None
-    if settings.steps != 0:  # with --steps 0 the student is the untrained one
+    if not evaluate_only:  # with --steps 0 the student is the untrained one
         untrained = initial_student().eval()
         if ffn_keep is not None:  # narrowed as training started: the same neurons, refit on the same text
             grams = None
@@ -352,7 +353,7 @@ def distill(
             f"retention gate failed: worst kept language {value} < --min-retention {gate['threshold']} "
             f"({gate['metric']})"
         )
-        if settings.steps == 0:
+        if evaluate_only:
             raise DistillError(
                 f"{failed}. Nothing was written to {output} (--steps 0: the student as it starts, untrained); "
                 "train it (leave out --steps 0) or lower --min-retention",
