@@ -8,6 +8,8 @@ Every step that learns from this text (vocabulary mining, distillation, calibrat
 uses :func:`train_paragraphs`; every step that measures quality uses :func:`held_out_paragraphs`. The split is
 by paragraph and decided by a hash of the paragraph's language and text, so it is the same in every run,
 every process and every step, whatever else the run does: a held-out paragraph is never trained or mined on.
+Codes that read one folder (``nb`` and ``no``) split it alike, and :func:`split_of` tells where a text of the
+corpus (a paragraph or one of its sentences) falls, so that a user's file holding corpus text keeps the split.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import hashlib
 import importlib.util
 import re
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 from mbert_edge_export.errors import ExportError
@@ -43,9 +45,23 @@ class Paragraph:
 
 
 def is_held_out(lang: str, text: str) -> bool:
-    """The split rule: about :data:`HELD_OUT_PERCENT` % of paragraphs, chosen by SHA-256 of language and text."""
-    digest = hashlib.sha256(f"{lang}\x00{text}".encode()).digest()
+    """The split rule: about :data:`HELD_OUT_PERCENT` % of paragraphs, chosen by SHA-256 of language and text.
+
+    The language is first mapped to its folder's :func:`split_code`, so ``no`` and ``nb`` (one folder) hold
+    out the same paragraphs; a tag that is not a language code (a user file's) is hashed as it is.
+    """
+    digest = hashlib.sha256(f"{split_code(lang)}\x00{text}".encode()).digest()
     return int.from_bytes(digest[:4], "big") % 100 < HELD_OUT_PERCENT
+
+
+@cache
+def split_code(lang: str) -> str:
+    """The code a corpus folder is split by: the first, alphabetically, of the codes that read it (``nb`` for
+    ``no``); any other tag unchanged."""
+    known = LANGUAGES.get(lang)
+    if known is None or known.corpus is None:
+        return lang
+    return min(code for code, other in LANGUAGES.items() if other.corpus == known.corpus)
 
 
 def root() -> Path:
@@ -97,6 +113,28 @@ def train_paragraphs(lang: str) -> list[Paragraph]:
 def held_out_paragraphs(lang: str) -> list[Paragraph]:
     """The paragraphs of ``lang`` kept for evaluation only."""
     return [p for p in paragraphs(lang) if p.held_out]
+
+
+@lru_cache(maxsize=1)
+def _split_index() -> dict[str, bool]:
+    """Every paragraph of the installed corpus and every sentence of one -> whether it is held out (a sentence
+    of a held-out paragraph is, wherever else it appears)."""
+    index: dict[str, bool] = {}
+    for lang in sorted({split_code(code) for code in available_languages()}):
+        for p in paragraphs(lang):
+            held = p.held_out
+            for text in (p.text, *sentences(p.text)):
+                index[text] = index.get(text, False) or held
+    return index
+
+
+def split_of(text: str) -> bool | None:
+    """Whether ``text`` is held-out corpus text (True), training corpus text (False), or not a paragraph or
+    sentence of the corpus, or no corpus is installed (None)."""
+    try:
+        return _split_index().get(text.strip())
+    except ExportError:  # dataset-build is not installed: nothing to keep apart from
+        return None
 
 
 def sentences(text: str, min_chars: int = 15, max_chars: int = 400) -> list[str]:

@@ -7,9 +7,10 @@ and passages come), spread over every language of the corpus with the named lang
 (``kept_weight``) and no language, English included, above its share. User texts come first; when the corpus
 is on they fill at most three quarters of ``max_texts``.
 
-Evaluation text never meets training: corpus paragraphs come from :func:`corpus.held_out_paragraphs`, user
-texts are split by the same paragraph hash rule (about 10 % held out), and the parallel sentences of
-``export/data/parallel_eval.tsv`` are evaluation-only.
+Evaluation text never meets training: corpus paragraphs come from :func:`corpus.held_out_paragraphs`, a
+user's text that is corpus text keeps the corpus's split (:func:`corpus.split_of`) and the rest is split by
+the same hash rule (about 10 % held out), and the parallel sentences of ``export/data/parallel_eval.tsv`` are
+evaluation-only.
 """
 
 from __future__ import annotations
@@ -106,7 +107,10 @@ def read_user_texts(
         n_held = 0
         for text, label, lang in zip(ts.texts, ids, langs, strict=True):
             item = TrainingText(text, lang, label)
-            if corpus.is_held_out(USER, text):  # the corpus's rule, so a held-out text stays held out
+            # corpus text keeps the corpus's split (a held-out paragraph is judged, never trained on; a training
+            # one is not judged, the corpus sample may hold it too); other text is split by its own hash
+            split = corpus.split_of(text)
+            if split if split is not None else corpus.is_held_out(USER, text):
                 held.append(item)
                 n_held += 1
             else:
@@ -199,7 +203,7 @@ def build_training_data(settings: DistillSettings, teacher: TeacherInfo) -> Trai
     missing: list[str] = []
     if settings.corpus:
         langs = corpus_languages()
-        kept = set(settings.languages or ())
+        kept = {corpus.split_code(code) for code in settings.languages or ()}  # "no" reads "nb"'s folder
         missing = sorted(kept - set(langs))
         pools = {code: corpus_pool(code) for code in langs}
         weights = {code: settings.kept_weight if code in kept else 1.0 for code in langs}
@@ -248,7 +252,7 @@ def held_out_texts(langs: list[str], per_language: int) -> dict[str, list[str]]:
     for lang in langs:
         if lang not in available:
             continue
-        paras = corpus.held_out_paragraphs(lang)
+        paras = corpus.held_out_paragraphs(lang)  # split as its folder is in training ("no" as "nb")
         if len(paras) > per_language:
             paras = [paras[i * len(paras) // per_language] for i in range(per_language)]
         if paras:
