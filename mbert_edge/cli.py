@@ -252,7 +252,7 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         metavar="MIN",
         help="minutes from start to the end of training (default preset: "
-        "25; 0: no limit); evaluation and saving follow",
+        "25; 0: no limit), a resumed run's earlier runs included; evaluation and saving follow",
     )
     d.add_argument("--max-texts", type=int, help="training texts in all (default preset: 40000)")
     d.add_argument("--batch-size", type=int)

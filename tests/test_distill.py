@@ -111,6 +111,7 @@ def test_student_copies_the_mapped_layers(teacher4):
         ({"layers": 2, "min_retention": 1.5}, "--min-retention"),
         ({"layers": 2, "dropout": 1.0}, "--dropout"),
         ({"layers": 2, "precision": "fp16"}, "--precision"),
+        ({"layers": 2, "device": "gpu"}, "--device gpu: a torch device"),
         ({"layers": 2, "intermediate_size": 65}, "has 64 feed-forward neurons"),
         ({"layers": 2, "intermediate_size": 0}, "keep between 1 and 64"),
         ({"layers": 2, "relation_weight": -0.5}, "loss weights"),
@@ -127,6 +128,16 @@ def test_bad_settings_fail_before_loading(teacher4, tmp_path, monkeypatch, kwarg
     layers = kwargs.pop("layers")
     with pytest.raises(DistillError, match=message):
         _smoke(teacher4, tmp_path / "out", layers, **kwargs)
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_gpu_fails_before_loading(teacher4, tmp_path, monkeypatch):
+    import mbert_edge_export.sources as sources
+
+    monkeypatch.setattr(sources, "load_source", lambda *a, **k: pytest.fail("loaded the teacher"))
+    gpus = torch.cuda.device_count()
+    with pytest.raises(DistillError, match=f"--device cuda:{gpus}: torch sees {gpus} CUDA GPU"):
+        _smoke(teacher4, tmp_path / "out", 2, device=f"cuda:{gpus}")
     assert not (tmp_path / "out").exists()
 
 
@@ -781,3 +792,137 @@ def test_bad_init_student_fails_before_loading(
     with pytest.raises(DistillError, match="another teacher"):
         _smoke(checkpoints[FEATURE_EXTRACTION], tmp_path / "out", 2, init_student=init)
     assert not (tmp_path / "out").exists()
+
+
+# -- training text and held-out text never meet -------------------------------------------------------------
+
+
+def test_user_copies_of_corpus_text_keep_the_corpus_split(teacher4, tmp_path):
+    """A --data file holding corpus paragraphs (as one built for the topic task does): the held-out ones are
+    judged and never trained on, the training ones are never judged; other text splits by its own hash."""
+    from mbert_edge_export import corpus
+    from mbert_edge_export.distill.data import build_training_data
+    from mbert_edge_export.distill.settings import inspect_teacher, make_settings
+
+    held = [p.text for p in corpus.held_out_paragraphs("de")[:10]]
+    train = [p.text for p in corpus.train_paragraphs("de")[:40]]
+    own = [f"Eigener Satz Nummer {i} aus der Datei des Nutzers." for i in range(200)]
+    data = tmp_path / "mine.txt"
+    data.write_text("\n".join(held + train + own) + "\n", encoding="utf-8")
+    settings = make_settings("smoke", 1, languages=("de",), data_files=[data], max_texts=400)
+    out = build_training_data(settings, inspect_teacher(str(teacher4)))
+    judged = {t.text for t in out.held_out_user}
+    trained = {t.text for t in out.items}
+    assert set(held) <= judged and not judged & set(train)
+    assert not trained & set(held)
+    assert not trained & {s for p in held for s in corpus.sentences(p)}
+    own_held = {t for t in own if t in judged}
+    assert own_held == {t for t in own if corpus.is_held_out("user", t)} and 0 < len(own_held) < len(own)
+
+
+def test_norwegian_under_either_code_is_weighted_and_judged_on_unseen_text(teacher4, tmp_path, caplog):
+    from mbert_edge_export import corpus
+    from mbert_edge_export.distill.data import build_training_data, held_out_texts
+    from mbert_edge_export.distill.settings import inspect_teacher, make_settings
+
+    info = inspect_teacher(str(teacher4))
+    runs = {}
+    for code in ("no", "nb"):
+        settings = make_settings("smoke", 1, languages=(code,), max_texts=400)
+        with caplog.at_level("WARNING"):
+            runs[code] = build_training_data(settings, info)
+        assert "has no text in" not in caplog.text
+    assert runs["no"].summary["texts_per_language"] == runs["nb"].summary["texts_per_language"]
+    counts = runs["no"].summary["corpus"]["texts_per_language"]
+    assert counts["nb"] > counts["de"]  # the kept language is weighted up
+    judged = set(held_out_texts(["no"], 1000)["no"])
+    assert judged and not judged & {t.text for t in runs["no"].items}
+    assert judged == {p.text for p in corpus.held_out_paragraphs("nb")}
+
+
+def test_resumed_run_has_only_the_time_budget_left(teacher4, tmp_path):
+    """The time budget is the whole run's: an interrupted run records what it spent, and a rerun whose
+    budget is spent (here: the record set to the whole budget) stops at once instead of training again."""
+    from mbert_edge_export.distill.trainer import RESUME_DIR, STATE_FILE, read_state
+
+    class Interrupted(Exception):
+        pass
+
+    def stop(step: int, loss: float) -> None:
+        if step == 13:
+            raise Interrupted
+
+    out = tmp_path / "s"
+    with pytest.raises(Interrupted):
+        _smoke(teacher4, out, 2, time_budget=60, on_step=stop)
+    state = read_state(work_dir(out))
+    assert state is not None and state.step == 10 and state.budget_seconds > 0  # the checkpoint of step 10
+    path = work_dir(out) / RESUME_DIR / STATE_FILE
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    raw["budget_seconds"] = 60 * 60.0
+    path.write_text(json.dumps(raw), encoding="utf-8")
+    steps: list[int] = []
+    report = _smoke(teacher4, out, 2, time_budget=60, on_step=lambda step, loss: steps.append(step))
+    assert steps == [] and report["training"]["steps"] == 10 and report["training"]["stopped_by"] == "time budget"
+    # with budget left, the same interrupted state trains on to the planned steps
+    again = tmp_path / "again"
+    with pytest.raises(Interrupted):
+        _smoke(teacher4, again, 2, time_budget=60, on_step=stop)
+    assert _smoke(teacher4, again, 2, time_budget=60)["training"]["steps"] == 20
+
+
+def test_ctrl_c_inside_a_step_saves_whole_steps(embedding_student, teacher4, tmp_path, monkeypatch):
+    """Ctrl-C (SIGINT) arriving while an update runs stops training after that step, so the checkpoint holds
+    whole steps and the resumed run reaches the uninterrupted student (the reference)."""
+    import signal
+    import threading
+
+    from mbert_edge_export.distill.trainer import Trainer, read_state
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signals reach the main thread only")
+    out, _, _ = embedding_student
+    original = Trainer._step
+
+    def step_with_ctrl_c(self, step: int) -> float:
+        loss = original(self, step)
+        if step == 12:  # the weights are updated, the step not yet counted: where a raw Ctrl-C would land
+            signal.raise_signal(signal.SIGINT)
+        return loss
+
+    monkeypatch.setattr(Trainer, "_step", step_with_ctrl_c)
+    resumed = tmp_path / "resumed"
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        _smoke(teacher4, resumed, 2)
+    assert signal.getsignal(signal.SIGINT) is before  # the handler is restored
+    state = read_state(work_dir(resumed))
+    assert state is not None and state.step == 13 and len(state.losses) == 13
+    monkeypatch.setattr(Trainer, "_step", original)
+    steps: list[int] = []
+    _smoke(teacher4, resumed, 2, on_step=lambda step, loss: steps.append(step))
+    assert steps[0] == 14 and steps[-1] == 20
+    a, b = _weights(out), _weights(resumed)
+    assert sorted(a) == sorted(b) and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_resume_after_the_vocabulary_corpus_changed_is_refused(teacher4, tmp_path):
+    """--vocab-corpus decides the trimmed vocabulary: an edit of the file between the interruption and the
+    rerun is a change of settings (refused), even at the same path."""
+
+    class Interrupted(Exception):
+        pass
+
+    def stop(step: int, loss: float) -> None:
+        if step == 11:
+            raise Interrupted
+
+    words = tmp_path / "words.txt"
+    words.write_text("Guten Morgen, wie geht es dir heute?\n", encoding="utf-8")
+    out = tmp_path / "s"
+    options = {"corpus_files": (str(words),)}
+    with pytest.raises(Interrupted):
+        _smoke(teacher4, out, 2, languages="en,de", trim_options=options, on_step=stop)
+    words.write_text("Bonjour, comment allez-vous aujourd'hui ?\n", encoding="utf-8")
+    with pytest.raises(DistillError, match="unfinished run with other settings"):
+        _smoke(teacher4, out, 2, languages="en,de", trim_options=options)

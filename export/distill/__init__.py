@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from mbert_edge.bundle import sha256_file
 from mbert_edge.manifest import TOKEN_CLASSIFICATION
 from mbert_edge_export import bundle_writer
 from mbert_edge_export.distill import pruning
@@ -124,10 +125,20 @@ def distill(
             "distill": init_lineage.get("distill"),
         }
     bundle_writer.check_output(output, force)
+    trim_options = dict(trim_options or {})
+    if settings.languages:
+        from mbert_edge_export.trim import check_options, trim_source  # imported only when needed
+
+        check_options(settings.languages, **{k: v for k, v in trim_options.items() if k != "check_outputs"})
+    else:
+        trim_source = None
+        if trim_options:
+            raise DistillError("trim options need --languages (the languages to trim the vocabulary to)")
     data = build_training_data(settings, teacher_info)
     work = work_dir(output)
-    trim_options = dict(trim_options or {})
     extra = {"teacher": teacher_info.weights_sha256, "texts": _texts_sha256(data), "trim": trim_options}
+    if trim_options.get("corpus_files"):  # what they hold decides the vocabulary, not where they are
+        extra["vocab_corpus_sha256"] = [sha256_file(Path(f)) for f in trim_options["corpus_files"]]
     if init_record is not None:
         extra["init_student"] = init_record["weights_sha256"]
     # Sentence-level targets (pooled vectors, logits) come from the untrimmed teacher reading the original
@@ -147,14 +158,6 @@ def distill(
         state = None
     if state is not None and state.fingerprint != fp:
         raise DistillError(_mismatch(work, state.settings, settings))
-    if settings.languages:
-        from mbert_edge_export.trim import check_options, trim_source  # imported only when needed
-
-        check_options(settings.languages, **{k: v for k, v in trim_options.items() if k != "check_outputs"})
-    else:
-        trim_source = None
-        if trim_options:
-            raise DistillError("trim options need --languages (the languages to trim the vocabulary to)")
 
     # -- slow from here ------------------------------------------------------------------------------------
     import torch
@@ -164,6 +167,11 @@ def distill(
     if settings.threads:
         torch.set_num_threads(settings.threads)
     device = settings.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if torch.device(device).type == "cuda" and (torch.device(device).index or 0) >= torch.cuda.device_count():
+        raise DistillError(
+            f"--device {device}: torch sees {torch.cuda.device_count()} CUDA GPU(s) here; leave --device out to "
+            "train on the CPU (or on the GPU when there is one)"
+        )
     precision = resolve_precision(settings.precision, device)
     log.info("training precision: %s (--precision %s)", precision, settings.precision)
     loaded = load_source(source)
@@ -271,8 +279,14 @@ def distill(
         folder = resume_dir(work)
         if state is not None and folder is not None:
             trainer.load(folder)
-        deadline = started + settings.time_budget * 60 if settings.time_budget else None
-        training = trainer.train(deadline, on_step)
+        deadline = None
+        if settings.time_budget:  # the budget is the whole run's: a resumed run has what its earlier runs left
+            spent = trainer.state.budget_seconds
+            deadline = started + settings.time_budget * 60 - spent
+            if spent:
+                left = max(0.0, settings.time_budget * 60 - spent) / 60
+                log.info("time budget: %.1f of %g min spent before, %.1f left", spent / 60, settings.time_budget, left)
+        training = trainer.train(deadline, on_step, clock_start=started)
 
     log.info("evaluating on held-out text")
     kept = list(settings.languages) if settings.languages else list(settings.eval_languages)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import struct
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -205,6 +206,9 @@ def inspect_teacher(spec: str) -> TeacherInfo:
     )
 
 
+DEVICE_PATTERN = r"(cpu|cuda|xpu|mps)(:\d+)?"  #: torch devices distill can train on
+
+
 def validate(settings: DistillSettings, teacher: TeacherInfo) -> None:
     """Check every setting against the teacher; raise :class:`DistillError` saying what to change."""
     from mbert_edge_export.distill.layers import parse_layer_map
@@ -258,6 +262,11 @@ def validate(settings: DistillSettings, teacher: TeacherInfo) -> None:
         (
             settings.precision in PRECISIONS,
             f"--precision {settings.precision}: choose {', '.join(PRECISIONS)}",
+        ),
+        (
+            settings.device is None or re.fullmatch(DEVICE_PATTERN, settings.device) is not None,
+            f"--device {settings.device}: a torch device such as cpu, cuda or cuda:1 (leave it out: a GPU when "
+            "there is one, else the CPU)",
         ),
         (
             settings.dropout is None or 0 <= settings.dropout < 1,

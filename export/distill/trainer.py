@@ -4,8 +4,9 @@ resume checkpoints, progress.
 Reproducible: the order of texts comes from ``(seed, epoch)``, dropout's random numbers from
 ``(seed, step)``, and the learning rate from ``(step, planned steps)``, so the only state to keep between runs
 is the step count, the trainable weights, AdamW's moments and the teacher cache. They are written every
-``checkpoint_every`` steps, and when the run is interrupted (Ctrl-C), into ``<work>/_resume/`` (safetensors
-plus ``state.json``; written beside it and renamed, so a crash while saving keeps the previous checkpoint).
+``checkpoint_every`` steps, and when the run is interrupted (Ctrl-C, acted on between steps), into
+``<work>/_resume/`` (safetensors plus ``state.json``; written beside it and renamed, so a crash while saving
+keeps the previous checkpoint).
 Run the same command again and it continues from there, reaching the same student as an uninterrupted run
 (bit for bit on the same machine, when the plan was set by a step budget).
 
@@ -20,7 +21,9 @@ import json
 import logging
 import math
 import shutil
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -67,6 +70,8 @@ class TrainState:
     train_seconds: float = 0.0  #: wall time in training steps, summed over runs
     teacher_seconds: float = 0.0  #: of which in the teacher's forward passes
     runs: int = 0  #: how many times training started (1 + resumes)
+    #: wall seconds the earlier runs spent of the time budget (from each command's start to its last checkpoint)
+    budget_seconds: float = 0.0
 
 
 def read_state(work: Path) -> TrainState | None:
@@ -279,6 +284,9 @@ class Trainer:
         }
         save_file(tensors, str(new / "optimizer.safetensors"))
         self.cache.save(new / "teacher_cache.safetensors", self.state.fingerprint)
+        clock = getattr(self, "_budget_clock", None)
+        if clock is not None:  # (earlier runs' seconds, when this command started)
+            self.state.budget_seconds = clock[0] + time.monotonic() - clock[1]
         state = {**asdict(self.state), "param_groups": opt["param_groups"]}
         (new / STATE_FILE).write_text(json.dumps(state, indent=1) + "\n", encoding="utf-8")
         final, old = self.work / RESUME_DIR, self.work / (RESUME_DIR + ".old")
@@ -345,9 +353,15 @@ class Trainer:
             )
             self.state.planned_steps = new
 
-    def train(self, deadline: float | None = None, on_step: StepCallback | None = None) -> dict[str, Any]:
+    def train(
+        self, deadline: float | None = None, on_step: StepCallback | None = None, clock_start: float | None = None
+    ) -> dict[str, Any]:
         """Run (or continue) training until the planned steps are done or ``deadline`` (``time.monotonic()``)
-        passes; ``on_step(step, loss)`` is called after every step. Returns the training summary."""
+        passes; ``on_step(step, loss)`` is called after every step. ``clock_start`` (``time.monotonic()``, by
+        default now) is when this run's share of the time budget began: checkpoints add the time since then to
+        :attr:`TrainState.budget_seconds`, which a resumed run subtracts from its budget. Returns the training
+        summary."""
+        self._budget_clock = (self.state.budget_seconds, time.monotonic() if clock_start is None else clock_start)
         self.student.train()
         if self.settings.dropout is not None:
             set_dropout(self.student, self.settings.dropout)
@@ -358,9 +372,13 @@ class Trainer:
         stopped_by = "steps"
         bar = _progress(self.state.planned_steps, first)
         last_log = time.monotonic()
+        restore = self._defer_ctrl_c()
+        mid_step = False
         try:
             step = first
             while step < self.state.planned_steps:
+                if self._ctrl_c:
+                    raise KeyboardInterrupt
                 if deadline is not None:
                     if step - first == REPLAN_FIRST or (step - first > REPLAN_FIRST and step % REPLAN_EVERY == 0):
                         self._replan(step, started, first, deadline)
@@ -371,11 +389,13 @@ class Trainer:
                         log.warning("time budget reached at step %d of %d", step, self.state.planned_steps)
                         break
                 t0 = time.perf_counter()
+                mid_step = True  # weights, moments and the step count change together, or not at all
                 loss = self._step(step)
                 self.state.train_seconds += time.perf_counter() - t0
                 self.state.losses.append(loss)
                 step += 1
                 self.state.step = step
+                mid_step = False
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self.lr_at(step - 1):.1e}", refresh=False)
@@ -396,15 +416,36 @@ class Trainer:
                 if on_step is not None:
                     on_step(step, loss)
         except KeyboardInterrupt:
+            if mid_step:  # a second Ctrl-C inside an update: the step is half applied, keep the last checkpoint
+                log.warning("stopped inside step %d: the same command resumes from the last checkpoint", step + 1)
+                raise
             self.save()
             log.warning("interrupted after step %d: run the same command again to resume", self.state.step)
             raise
         finally:
+            restore()
             if bar is not None:
                 bar.close()
         self.save()
         self.student.eval()
         return self.summary(stopped_by)
+
+    def _defer_ctrl_c(self) -> Callable[[], None]:
+        """Make Ctrl-C stop training between steps, so that the checkpoint it writes holds whole steps (AdamW
+        changes moments and weights in several operations); a second Ctrl-C stops at once, without writing.
+        Only in the main thread (where signals are handled); returns the function that restores the handler."""
+        self._ctrl_c = False
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+
+        def note(signum: int, frame: Any) -> None:
+            if self._ctrl_c:
+                raise KeyboardInterrupt
+            self._ctrl_c = True
+            log.warning("Ctrl-C: stopping after this step and saving it (Ctrl-C again: stop now, without saving)")
+
+        previous = signal.signal(signal.SIGINT, note)
+        return lambda: signal.signal(signal.SIGINT, previous)
 
     def summary(self, stopped_by: str = "steps") -> dict[str, Any]:
         """Steps, losses and times, for the report."""
