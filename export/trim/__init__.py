@@ -23,9 +23,10 @@ from mbert_edge_export import corpus
 from mbert_edge_export.errors import ExportError
 from mbert_edge_export.languages import LANGUAGES, parse_languages, scripts_of, unspaced_scripts_of
 from mbert_edge_export.sources.base import LoadedSource
+from mbert_edge_export.tokenizer import prepare_for_bundle
 from mbert_edge_export.trim import fidelity, mining, selection
 from mbert_edge_export.trim.embeddings import slice_word_embeddings
-from mbert_edge_export.trim.tokenizer_rewrite import model_type, trimmed_tokenizer
+from mbert_edge_export.trim.tokenizer_rewrite import SUPPORTED, model_type, trimmed_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,19 @@ def check_options(
             raise ExportError(f"vocabulary corpus {p} holds no text")
     if not sources and not corpus_files:
         raise ExportError("a trim needs at least one vocabulary source (--vocab-source or --vocab-corpus)")
+    if "dataset-build" in sources:
+        corpus.root()  # raises, saying how to install it, when the corpus is missing
+    if "wordfreq" in sources:
+        mining.import_wordfreq()
+    bare = mining.languages_without_text(langs, sources)
+    if bare and not corpus_files:
+        raise ExportError(
+            f"no text to mine for {', '.join(bare)}: neither a wordfreq list nor the dataset-build corpus has "
+            "text in it, so the trim would keep only its single characters; pass --vocab-corpus FILE with text in "
+            "it, or leave it out of --languages"
+        )
+    if bare:
+        log.warning("%s: only your --vocab-corpus text is mined for it (no word list, no corpus text)", ", ".join(bare))
     return langs
 
 
@@ -94,8 +108,12 @@ def trim_source(
             ",".join(langs),
         )
         return loaded, {**previous, "skipped": f"source already trimmed to {','.join(previous['languages'])}"}
-    tok = loaded.tokenizer
+    tok = prepare_for_bundle(loaded.tokenizer)  # a saved padding or truncation would pad or cut the mined text
     kind = model_type(tok)
+    if kind not in SUPPORTED:
+        raise ExportError(
+            f"vocabulary trimming supports {' and '.join(SUPPORTED)} tokenizers, not {kind}; export without --languages"
+        )
     started = time.perf_counter()
     prompts = list(loaded.embedding.prefixes.values()) if loaded.embedding else []
     if loaded.embedding and loaded.embedding.default_prefix:

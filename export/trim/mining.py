@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tokenizers import Tokenizer
 
@@ -28,6 +29,9 @@ from mbert_edge_export.errors import ExportError
 log = logging.getLogger(__name__)
 
 SOURCES = ("wordfreq", "dataset-build")
+#: codes wordfreq lists under another code (same language and script): Norwegian as Bokmål, Croatian and
+#: Bosnian as Serbo-Croatian (Latin script; Serbian is written in Cyrillic, so it is not mapped)
+WORDFREQ_CODES = {"no": "nb", "hr": "sh", "bs": "sh"}
 WORDFREQ_MIN_FREQUENCY = 1e-7  # rarer words (1 in 10 million) are mostly names and typos
 _BATCH = 4096
 
@@ -55,17 +59,14 @@ def count_pieces(tok: Tokenizer, texts: Iterable[str], weights: Iterable[float] 
 
 def wordfreq_words(lang: str) -> tuple[list[str], list[float], str]:
     """(words, frequencies, list name) from ``wordfreq`` for ``lang``; capitalized forms added."""
-    try:
-        import wordfreq
-    except ImportError as exc:
-        raise ExportError(
-            "the wordfreq vocabulary source needs the package wordfreq: pip install 'mbert-edge[export]' "
-            "(or choose --vocab-source dataset-build)"
-        ) from exc
-    listname = "large" if lang in wordfreq.available_languages(wordlist="large") else "small"
-    if lang not in wordfreq.available_languages(wordlist=listname):
+    wordfreq = import_wordfreq()
+    code = wordfreq_code(lang)
+    if code is None:
         return [], [], "none"
-    freqs = wordfreq.get_frequency_dict(lang, wordlist=listname)
+    listname = "large" if code in wordfreq.available_languages(wordlist="large") else "small"
+    freqs = wordfreq.get_frequency_dict(code, wordlist=listname)
+    if code != lang:
+        listname = f"{listname} ({code})"
     words: list[str] = []
     weights: list[float] = []
     for w, f in freqs.items():
@@ -82,6 +83,35 @@ def wordfreq_words(lang: str) -> tuple[list[str], list[float], str]:
                 words.append(form)
                 weights.append(f * share)
     return words, weights, listname
+
+
+def import_wordfreq() -> Any:
+    """The ``wordfreq`` module, or an :class:`ExportError` that says how to install it."""
+    try:
+        import wordfreq
+    except ImportError as exc:
+        raise ExportError(
+            "the wordfreq vocabulary source needs the package wordfreq: pip install 'mbert-edge[export]' "
+            "(or choose --vocab-source dataset-build)"
+        ) from exc
+    return wordfreq
+
+
+def wordfreq_code(lang: str) -> str | None:
+    """The code of ``lang``'s wordfreq list (:data:`WORDFREQ_CODES`), or None when wordfreq has none."""
+    available = import_wordfreq().available_languages(wordlist="small")
+    return next((c for c in (lang, WORDFREQ_CODES.get(lang)) if c is not None and c in available), None)
+
+
+def languages_without_text(languages: Sequence[str], sources: Sequence[str]) -> list[str]:
+    """The languages that none of ``sources`` has text for (wordfreq's lists, the corpus's folders)."""
+    missing = []
+    corpus_langs = set(corpus.available_languages()) if "dataset-build" in sources else set()
+    for lang in languages:
+        if lang in corpus_langs or ("wordfreq" in sources and wordfreq_code(lang) is not None):
+            continue
+        missing.append(lang)
+    return missing
 
 
 def mine(
@@ -110,11 +140,17 @@ def mine(
             mined.sources.setdefault("dataset-build", {"version": _version("dataset-build"), "split": "train"})
             mined.sources["dataset-build"].setdefault("paragraphs", {})[lang] = len(paras)  # type: ignore[index]
     for path in corpus_files:
-        texts = [ln for ln in Path(path).read_text(encoding="utf-8").splitlines() if ln.strip()]
+        lines = [ln for ln in Path(path).read_text(encoding="utf-8").splitlines() if ln.strip()]
+        texts = [ln for ln in lines if corpus.split_of(ln) is not True]  # held-out corpus text measures the trim
+        if len(texts) < len(lines):
+            log.info("%s: %d lines are held-out corpus text, not mined", path, len(lines) - len(texts))
         counts = count_pieces(tok, texts)
+        key = f"file:{Path(path).name}"
+        if key in mined.sources:  # two files of one name
+            key = f"file:{path}"
         for lang in languages:  # a user corpus counts for every kept language
-            mined.counts[(lang, f"file:{Path(path).name}")] = counts
-        mined.sources[f"file:{Path(path).name}"] = {"lines": len(texts)}
+            mined.counts[(lang, key)] = counts
+        mined.sources[key] = {"lines": len(texts), "held_out_lines_skipped": len(lines) - len(texts)}
     return mined
 
 
