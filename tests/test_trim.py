@@ -341,3 +341,17 @@ def test_vocab_corpus_skips_held_out_corpus_text_and_keeps_files_apart(trimmed_t
     assert mined.sources["file:text.txt"] == {"lines": 5, "held_out_lines_skipped": 5}
     assert mined.sources[f"file:{second}"]["lines"] == 2
     assert mined.counts[("de", "file:text.txt")] == mining.count_pieces(src.tokenizer, train)
+
+
+def test_a_student_of_a_trimmed_teacher_counts_as_trimmed(trimmed_tiny):
+    """A student distilled without --languages from a trimmed teacher reads the teacher's trimmed vocabulary;
+    its lineage holds the trim only under the teacher's: exporting it with the same languages changes nothing
+    and says so, as for the teacher itself."""
+    import dataclasses
+
+    _, trimmed, report = trimmed_tiny
+    student = dataclasses.replace(
+        trimmed, provenance={"lineage": {"teacher": {"lineage": {"trim": report}}, "distill": {}, "trim": None}}
+    )
+    again, report2 = trim_source(student, ["en", "de"], sources=["dataset-build"])
+    assert again is student and report2["skipped"] == "source already trimmed to de,en"

@@ -80,6 +80,18 @@ def check_options(
     return langs
 
 
+def previous_trim(provenance: dict[str, Any]) -> dict[str, Any] | None:
+    """The trim a source's vocabulary went through: its own (the lineage's, or an exported bundle's), else its
+    teacher's down the lineage (a student distilled without ``--languages`` reads its teacher's vocabulary)."""
+    lineage = provenance.get("lineage") or {}
+    found = lineage.get("trim") or provenance.get("trim")
+    teacher = lineage.get("teacher") or {}
+    while not found and teacher.get("lineage"):
+        found = teacher["lineage"].get("trim")
+        teacher = teacher["lineage"].get("teacher") or {}
+    return found or None
+
+
 def trim_source(
     loaded: LoadedSource,
     languages: Sequence[str] | str,
@@ -98,7 +110,7 @@ def trim_source(
     for a size budget), and the fidelity report compares with the source's trimmed tokenizer.
     """
     langs = check_options(languages, sources, corpus_files, coverage, max_vocab)
-    previous = (loaded.provenance.get("lineage") or {}).get("trim") or loaded.provenance.get("trim")
+    previous = previous_trim(loaded.provenance)
     current = loaded.tokenizer.get_vocab_size(with_added_tokens=True)
     narrowing = max_vocab is not None and max_vocab < current
     if previous and set(previous.get("languages", ())) <= set(langs) and not narrowing:
