@@ -355,17 +355,15 @@ def test_retention_gate_fails_when_set_impossibly_high(teacher4, tmp_path):
 
 def test_classifier_student_uses_gold_labels(checkpoints, tmp_path):
     data = tmp_path / "train.jsonl"
-    lines = [ln for _, ln in corpus_lines(("eng", "deu"), per_lang=40)]
-    data.write_text(
-        "".join(json.dumps({"text": t, "label": CLS_LABELS[i % 3]}) + "\n" for i, t in enumerate(lines)),
-        encoding="utf-8",
-    )
+    # a label the student can learn (the text's language), so that the gold-label loss falls with the rest
+    rows = [{"text": t, "label": CLS_LABELS[0 if lang == "eng" else 2]} for lang, t in corpus_lines(("eng", "deu"), 40)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     losses: list[float] = []
     report = _smoke(
         checkpoints[TEXT_CLASSIFICATION], tmp_path / "cls", 1, data_files=[data], on_step=lambda s, v: losses.append(v)
     )
     assert report["data"]["user_files"][0]["labelled"] is True and report["data"]["labelled_texts"] > 0
-    assert sum(losses[-5:]) < sum(losses[:5])
+    assert sum(losses[-5:]) < 0.9 * sum(losses[:5]), losses
     model = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "cls")
     assert model.config.num_hidden_layers == 1 and model.config.id2label[0] == CLS_LABELS[0]
     entry = next(iter(report["evaluation"]["languages"].values()))
