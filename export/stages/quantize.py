@@ -55,7 +55,7 @@ def run(ctx: ExportContext) -> None:
     tok = BundleTokenizer(ctx.path(TOKENIZER_FILE), ctx.max_length)
     # embedding models see text as the runtime gives it to them: with their default prompt ("query: ")
     prefix = loaded.embedding.default_prefix if loaded.embedding else ""
-    label_ids = _label_ids(held_out.labels, loaded.labels) if held_out.labels is not None else None
+    label_ids = calibration.label_ids(held_out.labels, loaded.labels) if held_out.labels is not None else None
     gate_batches = list(calibration.batches(tok, [prefix + t for t in held_out.texts], ctx.inputs))
     hint = gate_text_hint(loaded.task, opts.calibration_file is not None)
     try:
@@ -126,16 +126,6 @@ def run(ctx: ExportContext) -> None:
     if not opts.keep_fp32:
         ctx.path(MODEL_FILE).unlink()
     ctx.settings.update({"quantize": asdict(settings), "keep_fp32": opts.keep_fp32})
-
-
-def _label_ids(names: list[str], labels: dict[int, str] | None) -> list[int]:
-    if not labels:
-        raise ExportError("the evaluation file has labels, but the model has no label names")
-    by_name = {v: k for k, v in labels.items()}
-    unknown = sorted({n for n in names if n not in by_name and not n.isdigit()})
-    if unknown:
-        raise ExportError(f"labels {unknown[:5]} in the evaluation file are not model labels {sorted(by_name)}")
-    return [by_name[n] if n in by_name else int(n) for n in names]
 
 
 def gate_text_hint(task: str, user_texts: bool) -> str | None:
