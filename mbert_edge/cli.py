@@ -445,7 +445,9 @@ def _read_texts(args: argparse.Namespace) -> list[str]:
         if not args.input.is_file():
             raise InvalidInputError(f"input file {args.input} does not exist")
         try:
-            lines = args.input.read_text(encoding="utf-8").splitlines()
+            # lines end at "\n" only (read_text has turned "\r\n" into it): splitlines() would also cut a text at
+            # U+2028, U+0085 or a form feed, which JSON writers leave unescaped; -sig drops a byte-order mark
+            lines = args.input.read_text(encoding="utf-8-sig").split("\n")
         except UnicodeDecodeError as exc:
             raise InvalidInputError(f"{args.input} is not UTF-8 text (byte {exc.start}); re-save it as UTF-8") from exc
         if args.input.suffix == ".jsonl":

@@ -330,3 +330,22 @@ def test_cli_reports_and_refuses_a_foreign_directory(tmp_path, bundles):
     (tmp_path / "busy" / "notes.txt").write_text("mine")
     r = run_cli(str(bundles["text-classification"]), str(src), "-o", str(tmp_path / "busy"))
     assert r.returncode == 1 and "not empty" in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("task", "option", "message"),
+    [
+        ("feature-extraction", {"normalize": "yes"}, "normalize must be True, False or None"),
+        ("feature-extraction", {"prefix": "query\ud800: "}, "prefix must be a str of valid Unicode"),
+        ("text-classification", {"top_k": True}, "top_k must be a positive int"),
+    ],
+)
+def test_bad_job_options_are_refused_before_any_row(tmp_path, bundles, task, option, message):
+    """An option embed()/predict() refuses is the job's error, not every row's: before, the job ran, gave each
+    row that error and was marked complete, so a rerun would not redo them."""
+    from mbert_edge.batch import BatchError
+
+    (tmp_path / "in.jsonl").write_text('{"text": "eins"}\n{"text": "zwei"}\n', encoding="utf-8")
+    with pytest.raises(BatchError, match=message):
+        score(bundles[task], tmp_path / "in.jsonl", tmp_path / "out", **option)
+    assert not (tmp_path / "out" / SUCCESS_NAME).exists()

@@ -100,3 +100,18 @@ def test_failed_gate_prints_its_report(tmp_path, checkpoints):
     assert out.returncode == 1 and "even with" in out.stderr
     assert "INT8 accuracy gate: mean_cosine" in out.stderr and "sensitivity (each group" in out.stderr
     assert not (tmp_path / "b").exists()
+
+
+def test_input_files_are_split_at_newlines_only(tmp_path):
+    """A text may hold U+2028, U+0085 or a form feed (JSON writers leave U+2028 unescaped): one line, one
+    text, as `score` reads it; a UTF-8 byte-order mark is not part of the first text."""
+    import argparse
+
+    from mbert_edge.cli import _read_texts
+
+    txt = tmp_path / "in.txt"
+    txt.write_text("a\x0cb\r\nc\u2028d\ne\n", encoding="utf-8-sig")
+    assert _read_texts(argparse.Namespace(texts=[], input=txt)) == ["a\x0cb", "c\u2028d", "e"]
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_text(json.dumps({"text": "x\u2028y"}, ensure_ascii=False) + "\n", encoding="utf-8-sig")
+    assert _read_texts(argparse.Namespace(texts=[], input=jsonl)) == ["x\u2028y"]

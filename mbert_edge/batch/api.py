@@ -154,16 +154,24 @@ def _new_plan(
     import mbert_edge
     from mbert_edge import backends
     from mbert_edge.bundle import Bundle
+    from mbert_edge.predictor import _SURROGATE
 
     b = Bundle.open(bundle, verify=False)
     _cls, entry = backends.choose(backend, b.manifest.model_files(), precision)
     task = b.manifest.task
+    # the options are the job's, not a row's: refused here, before any row is read, as embed() and predict()
+    # would refuse them (inside the job they would read as an error on every row of a finished job)
     if task == TEXT_CLASSIFICATION:
-        if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
-            raise BatchError("top_k must be a positive int, or None for every label")
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+            raise BatchError(f"top_k must be a positive int, or None for every label, not {top_k!r}")
     else:
         top_k = None
-    if task != FEATURE_EXTRACTION:
+    if task == FEATURE_EXTRACTION:
+        if prefix is not None and (not isinstance(prefix, str) or _SURROGATE.search(prefix)):
+            raise BatchError(f"prefix must be a str of valid Unicode (use '' for none), not {prefix!r}")
+        if normalize is not None and not isinstance(normalize, bool):
+            raise BatchError(f"normalize must be True, False or None (the bundle's choice), not {normalize!r}")
+    else:
         prefix, normalize = None, None
     if not isinstance(shard_rows, int) or shard_rows < 1:
         raise BatchError("shard_rows must be a positive int")
