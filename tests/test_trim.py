@@ -355,3 +355,11 @@ def test_a_student_of_a_trimmed_teacher_counts_as_trimmed(trimmed_tiny):
     )
     again, report2 = trim_source(student, ["en", "de"], sources=["dataset-build"])
     assert again is student and report2["skipped"] == "source already trimmed to de,en"
+
+
+def test_a_cap_below_the_always_kept_pieces_fails_before_mining(trimmed_tiny, monkeypatch):
+    from mbert_edge_export.trim import mining
+
+    monkeypatch.setattr(mining, "mine", lambda *a, **k: pytest.fail("mined before the cap was checked"))
+    with pytest.raises(ExportError, match="--max-vocab 100 is below the"):
+        trim_source(trimmed_tiny[0], ["en", "de", "ru", "zh"], sources=["dataset-build"], max_vocab=100)

@@ -130,13 +130,14 @@ def trim_source(
     prompts = list(loaded.embedding.prefixes.values()) if loaded.embedding else []
     if loaded.embedding and loaded.embedding.default_prefix:
         prompts.append(loaded.embedding.default_prefix)
+    forced = selection.forced_ids(tok, scripts_of(langs), prompts, unspaced_scripts_of(langs))
+    selection.check_cap(forced, max_vocab)  # before the mining, which takes minutes for the default
     mined = mining.mine(tok, langs, sources, corpus_files)
     if not any(sum(c.values()) for c in mined.counts.values()):
         raise ExportError(
             f"no text to mine for {','.join(langs)}: the sources {list(sources)} have none for these languages; "
             "pass --vocab-corpus FILE with text in them"
         )
-    forced = selection.forced_ids(tok, scripts_of(langs), prompts, unspaced_scripts_of(langs))
     full = [s for s in mined.sources if s != "wordfreq"]  # corpus text: every piece it uses is kept
     sel = selection.select(mined.counts, forced, coverage, max_vocab, full_sources=full)
     new_tok = trimmed_tokenizer(tok, sel.kept)

@@ -92,6 +92,18 @@ def top_by_coverage(counts: Counter[int], coverage: float) -> set[int]:
 ALWAYS_KEPT = frozenset({"special", "script_chars", "common_chars", "prompts"})  # whatever --max-vocab says
 
 
+def check_cap(forced: dict[str, set[int]], max_vocab: int | None) -> set[int]:
+    """The pieces every trim keeps (:data:`ALWAYS_KEPT`); an :class:`ExportError` when ``max_vocab`` cannot
+    hold them (known before any mining)."""
+    always = set().union(*(v for k, v in forced.items() if k in ALWAYS_KEPT))
+    if max_vocab is not None and len(always) > max_vocab:
+        raise ExportError(
+            f"--max-vocab {max_vocab} is below the {len(always)} pieces every trim keeps (special tokens, "
+            "the single characters of the kept scripts, digits and punctuation); raise it or keep fewer scripts"
+        )
+    return always
+
+
 def select(
     counts: dict[tuple[str, str], Counter[int]],
     forced: dict[str, set[int]],
@@ -114,12 +126,7 @@ def select(
     extra = mined - all_forced
     dropped = 0
     if max_vocab is not None and len(all_forced) + len(extra) > max_vocab:
-        always = set().union(*(v for k, v in forced.items() if k in ALWAYS_KEPT))
-        if len(always) > max_vocab:
-            raise ExportError(
-                f"--max-vocab {max_vocab} is below the {len(always)} pieces every trim keeps (special tokens, "
-                "the single characters of the kept scripts, digits and punctuation); raise it or keep fewer scripts"
-            )
+        always = check_cap(forced, max_vocab)
         extra = (extra | all_forced) - always
         all_forced = always
         share: dict[int, float] = {}
