@@ -25,12 +25,30 @@ from mbert_edge_export.errors import ExportError
 log = logging.getLogger(__name__)
 
 
-def check_output(output: Path, force: bool) -> None:
-    """Fail early, before any work, when ``output`` exists and may not be replaced."""
+def check_output(
+    output: Path, force: bool, *, source: str | Path | None = None, replaceable: tuple[str, ...] = (MANIFEST_NAME,)
+) -> None:
+    """Fail early, before any work, when ``output`` exists and may not be replaced.
+
+    ``--force`` replaces only an earlier result (a directory holding one of ``replaceable``: a bundle's
+    manifest by default), never other files; and never the ``source`` being read, nor a directory holding it.
+    """
     if output.exists() and not output.is_dir():
         raise ExportError(f"{output} exists and is a file; choose another output directory")
-    if output.is_dir() and any(output.iterdir()) and not force:
-        raise ExportError(f"{output} already exists and is not empty; pass --force to replace it, or choose another")
+    if source is not None and Path(source).exists():
+        src, out = Path(source).resolve(), output.resolve()
+        if src == out or src.is_relative_to(out):
+            raise ExportError(f"the output {output} would replace the source {source}; choose another output directory")
+    if output.is_dir() and any(output.iterdir()):
+        if not force:
+            raise ExportError(
+                f"{output} already exists and is not empty; pass --force to replace it, or choose another"
+            )
+        if not any((output / name).exists() for name in replaceable):
+            raise ExportError(
+                f"{output} is not empty and holds no {' or '.join(replaceable)}: --force replaces only an earlier "
+                "result; remove it yourself or choose another output directory"
+            )
 
 
 @contextmanager
@@ -84,13 +102,13 @@ def model_entries(stage: Path, name: str, **model_fields: str | bool) -> list[Fi
     ]
 
 
-def move_into_place(stage: Path, output: Path, force: bool) -> None:
+def move_into_place(stage: Path, output: Path, force: bool, replaceable: tuple[str, ...] = (MANIFEST_NAME,)) -> None:
     """Rename the finished directory ``stage`` to ``output`` (an existing ``output`` is replaced only with
-    ``force``, and restored if the rename fails)."""
+    ``force`` and when it holds one of ``replaceable``, and restored if the rename fails)."""
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(stage, 0o777 & ~umask)  # mkdtemp made it owner-only; the result is as readable as any new directory
-    check_output(output, force)
+    check_output(output, force, replaceable=replaceable)
     swap_in(stage, output)
 
 

@@ -43,7 +43,7 @@ def _steps(stage, ctx: ExportContext) -> int:
 
 def run(options: ExportOptions) -> Path:
     """Run every enabled stage for ``options``; return the bundle path."""
-    bundle_writer.check_output(options.output, options.force)
+    bundle_writer.check_output(options.output, options.force, source=options.source)
     probe = ExportContext(options, stage_dir=Path(), total_steps=0)
     for stage in STAGES:  # every option is checked before anything slow runs
         if hasattr(stage, "check"):

@@ -924,3 +924,18 @@ def test_resume_after_the_vocabulary_corpus_changed_is_refused(teacher4, tmp_pat
     words.write_text("Bonjour, comment allez-vous aujourd'hui ?\n", encoding="utf-8")
     with pytest.raises(DistillError, match="unfinished run with other settings"):
         _smoke(teacher4, out, 2, languages="en,de", trim_options=options)
+
+
+def test_force_never_replaces_the_teacher(teacher4, tmp_path, monkeypatch):
+    import shutil
+
+    import mbert_edge_export.sources as sources
+
+    monkeypatch.setattr(sources, "load_source", lambda *a, **k: pytest.fail("loaded the teacher"))
+    teacher = tmp_path / "teacher"
+    shutil.copytree(teacher4, teacher)
+    from mbert_edge_export.errors import ExportError
+
+    with pytest.raises(ExportError, match="would replace the source"):
+        _smoke(teacher, teacher, 2, force=True)
+    assert (teacher / "config.json").is_file()

@@ -40,6 +40,26 @@ def test_existing_output_is_kept(tmp_path, checkpoints):
     assert (out / "precious.txt").read_text() == "keep me"
 
 
+def test_force_never_replaces_the_source_or_other_files(tmp_path, checkpoints):
+    """--force replaces an earlier bundle only: not the checkpoint being read (or a folder holding it), and not
+    a directory of other files. Nothing is loaded or written in either case."""
+    import shutil
+
+    src = tmp_path / "models" / "ckpt"
+    shutil.copytree(checkpoints["feature-extraction"], src)
+    before = sorted(p.name for p in src.iterdir())
+    for out in (src, src.parent):
+        with pytest.raises(ExportError, match="would replace the source"):
+            export_bundle(str(src), out, force=True)
+    assert sorted(p.name for p in src.iterdir()) == before
+    docs = tmp_path / "documents"
+    docs.mkdir()
+    (docs / "precious.txt").write_text("keep me")
+    with pytest.raises(ExportError, match=r"holds no manifest\.json"):
+        export_bundle(str(src), docs, force=True)
+    assert (docs / "precious.txt").read_text() == "keep me"
+
+
 def test_failed_parity_leaves_no_bundle(tmp_path, checkpoints):
     out = tmp_path / "bundle"
     with pytest.raises(ParityError, match="differs from PyTorch"):

@@ -58,6 +58,8 @@ from mbert_edge_export.errors import DistillError
 log = logging.getLogger(__name__)
 
 REPORT_FILE = "distill_report.json"
+#: what makes a directory an earlier student, which --force may replace
+CHECKPOINT_MARKERS = (REPORT_FILE, "mbert_edge_lineage.json")
 AUTO_TEXTS, AUTO_LENGTH = 64, 64  # texts and tokens per text for choosing the layer map
 
 
@@ -124,7 +126,7 @@ def distill(
             "weights_sha256": huggingface.weights_sha256(settings.init_student),
             "distill": init_lineage.get("distill"),
         }
-    bundle_writer.check_output(output, force)
+    bundle_writer.check_output(output, force, source=source, replaceable=CHECKPOINT_MARKERS)
     trim_options = dict(trim_options or {})
     if settings.languages:
         from mbert_edge_export.trim import check_options, trim_source  # imported only when needed
@@ -467,7 +469,7 @@ def _write_checkpoint(
     with bundle_writer.staging_dir(output) as stage:
         save_checkpoint(teacher_src, stage, model=student, tokenizer=teacher_src.tokenizer, lineage=lineage)
         (stage / REPORT_FILE).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        bundle_writer.move_into_place(stage, output, force)
+        bundle_writer.move_into_place(stage, output, force, replaceable=CHECKPOINT_MARKERS)
 
 
 def _fast_attention(model: Any) -> None:
