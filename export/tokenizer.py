@@ -28,6 +28,19 @@ def read_tokenizer_config(checkpoint: Path) -> dict[str, Any]:
     return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else {}
 
 
+def _added_tokens(checkpoint: Path, cfg: dict[str, Any]) -> set[str]:
+    """Tokens the checkpoint adds to its vocabulary: ``added_tokens.json`` and the config's
+    ``added_tokens_decoder`` (which lists the special tokens of vocab.txt too)."""
+    out: set[str] = set()
+    path = checkpoint / "added_tokens.json"
+    if path.is_file():
+        out |= {str(t) for t in json.loads(path.read_text(encoding="utf-8"))}
+    for entry in (cfg.get("added_tokens_decoder") or {}).values():
+        if isinstance(entry, dict) and "content" in entry:
+            out.add(str(entry["content"]))
+    return out
+
+
 def wordpiece_from_vocab(checkpoint: Path) -> Tokenizer:
     """Build a fast BERT WordPiece tokenizer from ``vocab.txt`` and ``tokenizer_config.json``."""
     vocab_file = checkpoint / "vocab.txt"
@@ -37,7 +50,14 @@ def wordpiece_from_vocab(checkpoint: Path) -> Tokenizer:
     vocab: dict[str, int] = {}
     with open(vocab_file, encoding="utf-8") as f:
         for i, line in enumerate(f):
-            vocab.setdefault(line.rstrip("\n"), i)
+            vocab[line.rstrip("\n")] = i  # a repeated line: the last id, as transformers' slow tokenizer reads it
+    added = _added_tokens(checkpoint, cfg)
+    missing = sorted(t for t in added if t not in vocab)
+    if missing:  # neither the converted tokenizer nor the slow reference below would know them
+        raise SourceError(
+            f"{checkpoint} declares added tokens that are not in vocab.txt ({', '.join(missing[:5])}); save the "
+            "tokenizer with its tokenizer.json (a fast tokenizer's save_pretrained) so that they are kept"
+        )
     unk, cls, sep = cfg.get("unk_token", "[UNK]"), cfg.get("cls_token", "[CLS]"), cfg.get("sep_token", "[SEP]")
     for special in (unk, cls, sep):
         if special not in vocab:

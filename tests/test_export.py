@@ -68,6 +68,22 @@ def test_failed_parity_leaves_no_bundle(tmp_path, checkpoints):
     assert not list(tmp_path.iterdir())  # no staging leftovers
 
 
+def test_nan_outputs_fail_the_parity_check(tmp_path, checkpoints, monkeypatch):
+    """An ONNX model that gives NaN differs from PyTorch by everything (max() alone would skip the NaN)."""
+    import numpy as np
+
+    import mbert_edge_export.parity as parity
+
+    class NaNBackend(parity.OnnxRuntimeCPUBackend):
+        def run(self, feeds):
+            return {k: np.full_like(v, np.nan) for k, v in super().run(feeds).items()}
+
+    monkeypatch.setattr(parity, "OnnxRuntimeCPUBackend", NaNBackend)
+    with pytest.raises(ParityError, match="differs from PyTorch by inf"):
+        export_bundle(str(checkpoints["text-classification"]), tmp_path / "b")
+    assert not (tmp_path / "b").exists()
+
+
 def test_force_replaces_and_max_length(tmp_path, checkpoints):
     out = tmp_path / "bundle"
     export_bundle(str(checkpoints["feature-extraction"]), out)

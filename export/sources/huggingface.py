@@ -81,16 +81,31 @@ def infer_task(config: dict[str, Any], checkpoint: Path) -> str:
     )
 
 
+ST_MODULES = ("Transformer", "Pooling", "Normalize")  #: sentence-transformers modules a bundle reproduces
+#: position ids start after the padding id in these models, so max_position_embeddings overstates the limit
+OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert")
+
+
 def _embedding_spec(checkpoint: Path, hidden_size: int) -> EmbeddingSpec:
     pooling, normalize = "mean", True
     modules = checkpoint / "modules.json"
     if modules.is_file():
         entries = json.loads(modules.read_text(encoding="utf-8"))
         normalize = any(str(m.get("type", "")).endswith("Normalize") for m in entries)
+        other = [str(m.get("type", "")) for m in entries if not str(m.get("type", "")).endswith(ST_MODULES)]
+        if other:  # e.g. LaBSE's and distiluse's Dense: without it the vectors are not the model's
+            raise SourceError(
+                f"{modules}: the sentence-transformers module(s) {', '.join(other)} are not supported (only "
+                f"{', '.join(ST_MODULES)}): the bundle's vectors would differ from the model's"
+            )
         for m in entries:
             if str(m.get("type", "")).endswith("Pooling"):
                 cfg_path = checkpoint / m.get("path", "") / "config.json"
                 cfg = json.loads(cfg_path.read_text(encoding="utf-8")) if cfg_path.is_file() else {}
+                modes = sorted(k for k, v in cfg.items() if k.startswith("pooling_mode_") and v)
+                if len(modes) > 1 or cfg.get("include_prompt") is False:
+                    what = " + ".join(modes) + (" without the prompt" if cfg.get("include_prompt") is False else "")
+                    raise SourceError(f"{cfg_path}: {what} is not supported: only mean or CLS pooling over every token")
                 if cfg.get("pooling_mode_cls_token"):
                     pooling = "cls"
                 elif cfg.get("pooling_mode_mean_tokens", True):
@@ -112,7 +127,10 @@ def _embedding_spec(checkpoint: Path, hidden_size: int) -> EmbeddingSpec:
 
 
 def _max_length(config: dict[str, Any], checkpoint: Path, tok_cfg: dict[str, Any]) -> int:
-    limits = [int(config.get("max_position_embeddings", 512))]
+    positions = int(config.get("max_position_embeddings", 512))
+    if config.get("model_type") in OFFSET_POSITIONS:  # XLM-R: 514 positions, 512 tokens
+        positions -= int(config.get("pad_token_id") or 1) + 1
+    limits = [positions]
     model_max = tok_cfg.get("model_max_length")
     if isinstance(model_max, int) and model_max < _UNBOUNDED:
         limits.append(model_max)
@@ -147,6 +165,11 @@ def load(checkpoint: Path, task: str | None = None, name: str | None = None) -> 
         kwargs["use_safetensors"] = True
     digest = weights_sha256(checkpoint)
     log.info("loading %s as %s", checkpoint, task)
+    label2id = config.get("label2id")
+    if task != FEATURE_EXTRACTION and not config.get("id2label") and isinstance(label2id, dict) and label2id:
+        # transformers fills id2label with LABEL_0.. and ignores a lone label2id: take the names from it
+        kwargs["id2label"] = {int(i): str(name) for name, i in label2id.items()}
+        kwargs["label2id"] = {str(name): int(i) for name, i in label2id.items()}
     if task == FEATURE_EXTRACTION and config.get("model_type") == "bert":
         kwargs["add_pooling_layer"] = False  # the pooler is not part of sentence embeddings
     try:
