@@ -18,6 +18,7 @@ from typing import Any
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
 from mbert_edge_export.errors import SourceError, TokenizerMismatchError
+from mbert_edge_export.sources.base import read_json
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 def read_tokenizer_config(checkpoint: Path) -> dict[str, Any]:
     """The checkpoint's ``tokenizer_config.json`` (empty when absent)."""
     p = checkpoint / "tokenizer_config.json"
-    return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else {}
+    return read_json(p) if p.is_file() else {}
 
 
 def _added_tokens(checkpoint: Path, cfg: dict[str, Any]) -> set[str]:

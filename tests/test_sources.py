@@ -97,3 +97,13 @@ def test_vocab_txt_read_as_transformers_reads_it(tmp_path, checkpoints):
     (ckpt / "added_tokens.json").write_text(json.dumps({"<product>": len(lines)}), encoding="utf-8")
     with pytest.raises(SourceError, match=r"added tokens that are not in vocab\.txt \(<product>\)"):
         wordpiece_from_vocab(ckpt)
+
+
+def test_broken_json_files_name_the_file(tmp_path, checkpoints):
+    ckpt = _copy(checkpoints["feature-extraction"], tmp_path / "ckpt")
+    (ckpt / "tokenizer_config.json").write_text('{"do_lower_case": false,}', encoding="utf-8")
+    with pytest.raises(SourceError, match=r"tokenizer_config\.json is not valid JSON \(line 1"):
+        huggingface.load(ckpt)
+    (ckpt / "config.json").write_text("{", encoding="utf-8")
+    with pytest.raises(SourceError, match=r"config\.json is not valid JSON"):
+        huggingface.load(ckpt)

