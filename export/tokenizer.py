@@ -9,7 +9,6 @@ difference fails the export.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,7 +34,7 @@ def _added_tokens(checkpoint: Path, cfg: dict[str, Any]) -> set[str]:
     out: set[str] = set()
     path = checkpoint / "added_tokens.json"
     if path.is_file():
-        out |= {str(t) for t in json.loads(path.read_text(encoding="utf-8"))}
+        out |= {str(t) for t in read_json(path)}
     for entry in (cfg.get("added_tokens_decoder") or {}).values():
         if isinstance(entry, dict) and "content" in entry:
             out.add(str(entry["content"]))

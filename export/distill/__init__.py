@@ -54,12 +54,13 @@ from mbert_edge_export.distill.settings import (
 )
 from mbert_edge_export.distill.trainer import StepCallback, Trainer, read_state, resume_dir, untrained_summary
 from mbert_edge_export.errors import DistillError
+from mbert_edge_export.sources.checkpoint import LINEAGE_FILE
 
 log = logging.getLogger(__name__)
 
 REPORT_FILE = "distill_report.json"
 #: what makes a directory an earlier student, which --force may replace
-CHECKPOINT_MARKERS = (REPORT_FILE, "mbert_edge_lineage.json")
+CHECKPOINT_MARKERS = (REPORT_FILE, LINEAGE_FILE)
 AUTO_TEXTS, AUTO_LENGTH = 64, 64  # texts and tokens per text for choosing the layer map
 
 

