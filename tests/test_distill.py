@@ -51,6 +51,21 @@ def _smoke(source: Path | str, out: Path, layers: int, **kw):
     return distill(str(source), out, layers, preset="smoke", **kw)
 
 
+class Interrupted(Exception):
+    """What :func:`_stop_at` raises: an interruption that writes no checkpoint (unlike Ctrl-C), so a rerun resumes
+    from the last periodic one (every 10 steps in the smoke preset)."""
+
+
+def _stop_at(n: int):
+    """An ``on_step`` callback that interrupts the run after step ``n``."""
+
+    def stop(step: int, loss: float) -> None:
+        if step == n:
+            raise Interrupted
+
+    return stop
+
+
 def _weights(checkpoint: Path) -> dict:
     from safetensors.torch import load_file
 
@@ -223,16 +238,9 @@ def test_same_seed_same_student(embedding_student, teacher4, tmp_path):
 def test_resume_reaches_the_uninterrupted_student(embedding_student, teacher4, tmp_path):
     out, _, _ = embedding_student
 
-    class Interrupted(Exception):
-        pass
-
-    def stop_at_13(step: int, loss: float) -> None:
-        if step == 13:  # after the resume checkpoint of step 10
-            raise Interrupted
-
     resumed = tmp_path / "resumed"
     with pytest.raises(Interrupted):
-        _smoke(teacher4, resumed, 2, on_step=stop_at_13)
+        _smoke(teacher4, resumed, 2, on_step=_stop_at(13))  # after the resume checkpoint of step 10
     assert not resumed.exists() and work_dir(resumed).exists()
     steps: list[int] = []
     _smoke(teacher4, resumed, 2, on_step=lambda step, loss: steps.append(step))
@@ -327,16 +335,9 @@ def test_relation_loss_needs_an_embedding_teacher(checkpoints, tmp_path, monkeyp
 
 
 def test_resume_with_other_settings_is_refused(teacher4, tmp_path):
-    class Interrupted(Exception):
-        pass
-
-    def stop(step: int, loss: float) -> None:
-        if step == 11:
-            raise Interrupted
-
     out = tmp_path / "s"
     with pytest.raises(Interrupted):
-        _smoke(teacher4, out, 2, on_step=stop)
+        _smoke(teacher4, out, 2, on_step=_stop_at(11))
     with pytest.raises(DistillError, match="lr"):
         _smoke(teacher4, out, 2, lr=5e-4)
     _smoke(teacher4, out, 2, lr=5e-4, restart=True)  # --restart discards the unfinished run
@@ -722,21 +723,14 @@ def test_narrow_student_is_pruned_trained_and_exported(narrow_student, tmp_path,
 def test_narrow_student_resumes_with_the_same_neurons(narrow_student, teacher4, tmp_path):
     out, _ = narrow_student
 
-    class Interrupted(Exception):
-        pass
-
-    def stop_at_12(step: int, loss: float) -> None:
-        if step == 12:
-            raise Interrupted
-
     resumed = tmp_path / "resumed"
     with pytest.raises(Interrupted):
-        _smoke(teacher4, resumed, 2, intermediate_size=40, on_step=stop_at_12)
+        _smoke(teacher4, resumed, 2, intermediate_size=40, on_step=_stop_at(12))
     _smoke(teacher4, resumed, 2, intermediate_size=40)
     a, b = _weights(out), _weights(resumed)
     assert sorted(a) == sorted(b) and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
     with pytest.raises(Interrupted):
-        _smoke(teacher4, tmp_path / "other", 2, intermediate_size=40, on_step=stop_at_12)
+        _smoke(teacher4, tmp_path / "other", 2, intermediate_size=40, on_step=_stop_at(12))
     with pytest.raises(DistillError, match="intermediate_size"):  # another width does not resume that run
         _smoke(teacher4, tmp_path / "other", 2, intermediate_size=32)
 
@@ -843,16 +837,9 @@ def test_resumed_run_has_only_the_time_budget_left(teacher4, tmp_path):
     budget is spent (here: the record set to the whole budget) stops at once instead of training again."""
     from mbert_edge_export.distill.trainer import RESUME_DIR, STATE_FILE, read_state
 
-    class Interrupted(Exception):
-        pass
-
-    def stop(step: int, loss: float) -> None:
-        if step == 13:
-            raise Interrupted
-
     out = tmp_path / "s"
     with pytest.raises(Interrupted):
-        _smoke(teacher4, out, 2, time_budget=60, on_step=stop)
+        _smoke(teacher4, out, 2, time_budget=60, on_step=_stop_at(13))
     state = read_state(work_dir(out))
     assert state is not None and state.step == 10 and state.budget_seconds > 0  # the checkpoint of step 10
     path = work_dir(out) / RESUME_DIR / STATE_FILE
@@ -865,7 +852,7 @@ def test_resumed_run_has_only_the_time_budget_left(teacher4, tmp_path):
     # with budget left, the same interrupted state trains on to the planned steps
     again = tmp_path / "again"
     with pytest.raises(Interrupted):
-        _smoke(teacher4, again, 2, time_budget=60, on_step=stop)
+        _smoke(teacher4, again, 2, time_budget=60, on_step=_stop_at(13))
     assert _smoke(teacher4, again, 2, time_budget=60)["training"]["steps"] == 20
 
 
@@ -908,19 +895,12 @@ def test_resume_after_the_vocabulary_corpus_changed_is_refused(teacher4, tmp_pat
     """--vocab-corpus decides the trimmed vocabulary: an edit of the file between the interruption and the
     rerun is a change of settings (refused), even at the same path."""
 
-    class Interrupted(Exception):
-        pass
-
-    def stop(step: int, loss: float) -> None:
-        if step == 11:
-            raise Interrupted
-
     words = tmp_path / "words.txt"
     words.write_text("Guten Morgen, wie geht es dir heute?\n", encoding="utf-8")
     out = tmp_path / "s"
     options = {"corpus_files": (str(words),)}
     with pytest.raises(Interrupted):
-        _smoke(teacher4, out, 2, languages="en,de", trim_options=options, on_step=stop)
+        _smoke(teacher4, out, 2, languages="en,de", trim_options=options, on_step=_stop_at(11))
     words.write_text("Bonjour, comment allez-vous aujourd'hui ?\n", encoding="utf-8")
     with pytest.raises(DistillError, match="unfinished run with other settings"):
         _smoke(teacher4, out, 2, languages="en,de", trim_options=options)
