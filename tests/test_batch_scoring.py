@@ -349,3 +349,21 @@ def test_bad_job_options_are_refused_before_any_row(tmp_path, bundles, task, opt
     with pytest.raises(BatchError, match=message):
         score(bundles[task], tmp_path / "in.jsonl", tmp_path / "out", **option)
     assert not (tmp_path / "out" / SUCCESS_NAME).exists()
+
+
+@pytest.mark.parametrize("task", ["feature-extraction", "text-classification"])
+def test_rows_the_predictor_refuses_get_their_own_error(tmp_path, bundles, task):
+    """Rows that read fine but that the model cannot take (nothing the tokenizer keeps, a lone surrogate) get the
+    predictor's message about that text, and the rows around them their results."""
+    src = tmp_path / "in.jsonl"
+    src.write_text(
+        '{"text": "Hello world"}\n{"text": "\\u200b\\u200b"}\n{"text": "a\\ud800b"}\n{"text": "Guten Morgen"}\n',
+        encoding="utf-8",
+    )
+    report = score(bundles[task], src, tmp_path / "out")
+    assert (report.rows_in, report.scored, report.errors) == (4, 2, 2)
+    errors = read_output(tmp_path / "out").column("error").to_pylist()
+    assert errors[0] is None and errors[3] is None
+    assert errors[1].startswith("the text ") and "nothing the tokenizer keeps" in errors[1]
+    assert errors[2].startswith("the text ") and "lone surrogate" in errors[2]
+    assert not any("texts[" in e for e in errors[1:3])

@@ -94,11 +94,15 @@ def _kill_hook(point: str, shard: int, attempt: int) -> None:
     time.sleep(60)  # not reached
 
 
-def _predict(predictor: Any, plan: JobPlan, texts: list[str], batch_size: int) -> list[Any]:
+def _predict(predictor: Any, plan: JobPlan, texts: list[str] | str, batch_size: int) -> Any:
+    """Results for a list of texts (a list), or for one text passed as a str (one result, and an error that says
+    "the text" rather than "texts[0]": it goes into that row's error column)."""
     o = plan.options
     if o.task == FEATURE_EXTRACTION:
-        return list(predictor.embed(texts, normalize=o.normalize, prefix=o.prefix, batch_size=batch_size))
-    return list(predictor.predict(texts, top_k=o.top_k, batch_size=batch_size))
+        out = predictor.embed(texts, normalize=o.normalize, prefix=o.prefix, batch_size=batch_size)
+    else:
+        out = predictor.predict(texts, top_k=o.top_k, batch_size=batch_size)
+    return out if isinstance(texts, str) else list(out)
 
 
 def score_shard(
@@ -116,12 +120,12 @@ def score_shard(
         idx = valid[start : start + CHUNK_ROWS]
         texts = [rows.texts[i] for i in idx]
         try:
-            got = _predict(predictor, plan, texts, batch_size)  # type: ignore[arg-type]
+            got = _predict(predictor, plan, texts, batch_size)
         except InvalidInputError:
             got = []
             for i, text in zip(idx, texts, strict=True):  # find the rows the predictor refuses
                 try:
-                    got.append(_predict(predictor, plan, [text], batch_size)[0])  # type: ignore[list-item]
+                    got.append(_predict(predictor, plan, text, batch_size))
                 except InvalidInputError as exc:
                     got.append(None)
                     errors[i] = str(exc)
