@@ -199,6 +199,11 @@ class Manifest:
                 if not all(isinstance(v, str) for v in raw.values()):
                     raise BundleFormatError("manifest key 'labels' must map label ids to str names")
                 labels = {int(k): v for k, v in raw.items()}
+                if sorted(labels) != list(range(len(labels))):
+                    raise BundleFormatError(
+                        f"manifest key 'labels' must number the labels 0 to {len(labels) - 1}, one per logit column; "
+                        f"got ids {sorted(labels)}"
+                    )
             score_function = _optional(d, "score_function", str)
             if score_function is not None and score_function not in SCORE_FUNCTIONS:
                 raise BundleFormatError(f"unknown score_function {score_function!r}")

@@ -21,7 +21,7 @@ import numpy as np
 from mbert_edge.backends.base import Backend
 from mbert_edge.batching import bounded_chunks, length_sorted_batches
 from mbert_edge.bundle import Bundle
-from mbert_edge.errors import InvalidInputError, WrongTaskError
+from mbert_edge.errors import BundleFormatError, InvalidInputError, WrongTaskError
 from mbert_edge.manifest import FEATURE_EXTRACTION, TEXT_CLASSIFICATION, FileEntry
 from mbert_edge.tasks import classification, embedding, token_classification
 from mbert_edge.tokenizer import TextTokenizer, TokenEncoding
@@ -130,6 +130,12 @@ class Predictor:
         labels = self.manifest.labels or {}
         for idx, encodings, _feeds, outputs in self._forward(items, batch_size, single=single):
             logits = next(iter(outputs.values()))
+            if logits.shape[-1] != len(labels):
+                per = "text" if self.task == TEXT_CLASSIFICATION else "token"
+                raise BundleFormatError(
+                    f"the model gives {logits.shape[-1]} scores per {per} but the manifest names {len(labels)} "
+                    "labels: its model file and manifest do not belong together; export the bundle again"
+                )
             if self.task == TEXT_CLASSIFICATION:
                 scores = classification.scores_from_logits(logits, self.manifest.score_function)
                 for row, i in enumerate(idx):

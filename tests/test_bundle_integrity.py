@@ -298,6 +298,8 @@ def test_an_extra_file_of_every_kind_is_ignored(copy_bundle, bundles, kind):
         (lambda d: d.update(labels={"0": "O", "1": 5}), "labels"),
         (lambda d: d.update(labels=["O", "B-PER"]), "'labels' must be a dict"),
         (lambda d: d.update(labels={"zero": "O"}), "schema"),
+        (lambda d: d["labels"].update({"99": "X"}), r"number the labels 0 to \d+, one per logit column; got ids"),
+        (lambda d: d["labels"].pop("0"), r"number the labels 0 to \d+"),
         (lambda d: d.update(score_function=1), "score_function"),
         (lambda d: d.update(source=[1, 2]), "'source' must be a dict"),
         (lambda d: d.update(fidelity="passed"), "'fidelity' must be a dict"),
@@ -448,3 +450,19 @@ def test_graph_that_is_not_onnx_is_refused(copy_bundle, nothing_loaded):
     (b / "model.onnx").write_bytes(b"\x0a\xff\xff\xff\xff\x0f not protobuf")
     _rehash(b, "model.onnx")
     _refused(b, BundleFormatError, "not a readable ONNX file", nothing_loaded, model_refused=True)
+
+
+@pytest.mark.parametrize("task", ["text-classification", "token-classification"])
+@pytest.mark.parametrize("drop", [True, False])
+def test_labels_that_do_not_match_the_models_scores_are_refused(copy_bundle, task, drop):
+    """A manifest naming more or fewer labels than the model has logit columns (a model file and a manifest
+    from different exports) is a BundleFormatError saying so, not a KeyError or a silently dropped column."""
+    b = copy_bundle(task)
+    labels = json.loads((b / "manifest.json").read_text())["labels"]
+    n = len(labels)
+    _edit_manifest(b, lambda d: d["labels"].pop(str(n - 1)) if drop else d["labels"].update({str(n): "EXTRA"}))
+    model = mbert_edge.load(b)
+    per = "text" if task == "text-classification" else "token"
+    expected = f"the model gives {n} scores per {per} but the manifest names {n - 1 if drop else n + 1} labels"
+    with pytest.raises(BundleFormatError, match=expected):
+        model.predict(["Hallo Welt", "Bonjour"])

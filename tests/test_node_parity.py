@@ -218,7 +218,7 @@ NODE_LOAD_ERRORS = """
 import { load } from %(index)s;
 const out = [];
 for (const path of JSON.parse(process.argv[1])) {
-  try { await load(path); out.push({ path, name: null }); }
+  try { await (await load(path)).predict('Hallo Welt'); out.push({ path, name: null }); }
   catch (err) { out.push({ path, name: err.name, message: err.message }); }
 }
 console.log(JSON.stringify(out));
@@ -252,6 +252,8 @@ def _damaged_bundles(root: Path, bundle: Path) -> dict[str, Path]:
     cases["path escapes"] = edit("escape", lambda m: m["files"][0].update(path="../model.onnx"))
     cases["unknown task"] = edit("task", lambda m: m.update(task="summarization"))
     cases["no labels"] = edit("labels", lambda m: m.pop("labels"))
+    cases["label ids with a gap"] = edit("label-gap", lambda m: m["labels"].pop("0"))
+    cases["fewer labels than scores"] = edit("label-short", lambda m: m["labels"].pop(str(len(m["labels"]) - 1)))
     cases["weights not listed"] = edit(
         "weights", lambda m: m.update(files=[f for f in m["files"] if f["role"] != "weights"])
     )
@@ -275,7 +277,7 @@ def test_damaged_bundles_refused_with_the_same_typed_errors(node, bundles, tmp_p
     js = {r["path"]: r for r in json.loads(proc.stdout)}
     for case, path in cases.items():
         with pytest.raises(MbertEdgeError) as info:
-            mbert_edge.load(path)
+            mbert_edge.load(path).predict("Hallo Welt")
         result = js[str(path)]
         assert result["name"] == type(info.value).__name__, (case, result)
         py_message, js_message = str(info.value), result["message"]

@@ -85,6 +85,19 @@ def test_label2id_alone_names_the_labels(tmp_path, checkpoints):
     assert huggingface.load(ckpt).labels == {0: "bad", 1: "so-so", 2: "good"}
 
 
+def test_label_ids_that_skip_an_output_are_refused(tmp_path, checkpoints):
+    """A bundle numbers its labels 0..n-1 (the runtime refuses anything else): a config whose ids skip one is
+    refused at export, naming the file."""
+    ckpt = _copy(checkpoints["text-classification"], tmp_path / "cls")
+    config = json.loads((ckpt / "config.json").read_text(encoding="utf-8"))
+    n = len(config["id2label"])
+    config["id2label"] = {str(i if i < n - 1 else n + 3): f"L{i}" for i in range(n)}
+    config.pop("label2id", None)
+    (ckpt / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    with pytest.raises(SourceError, match=rf"config\.json: id2label has ids .*numbered 0 to {n - 1}"):
+        huggingface.load(ckpt)
+
+
 def test_vocab_txt_read_as_transformers_reads_it(tmp_path, checkpoints):
     """A line that vocab.txt repeats takes its last id (the slow tokenizer's reading); added tokens that
     vocab.txt lacks are refused rather than tokenized differently from transformers."""

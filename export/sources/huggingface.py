@@ -192,6 +192,12 @@ def load(checkpoint: Path, task: str | None = None, name: str | None = None) -> 
     embedding = None
     if task in (TEXT_CLASSIFICATION, TOKEN_CLASSIFICATION):
         labels = {int(k): str(v) for k, v in model.config.id2label.items()}
+        if sorted(labels) != list(range(model.config.num_labels)):
+            raise SourceError(
+                f"{checkpoint / 'config.json'}: id2label has ids {sorted(labels)}, but the classifier's "
+                f"{model.config.num_labels} outputs are numbered 0 to {model.config.num_labels - 1}: "
+                "name each output once (id2label, or label2id)"
+            )
         multi = model.config.problem_type == "multi_label_classification" or model.config.num_labels == 1
         score_function = "sigmoid" if task == TEXT_CLASSIFICATION and multi else "softmax"
     else:

@@ -104,6 +104,13 @@ export function parseManifest(d) {
       }
       labels.set(Number.parseInt(k, 10), String(v));
     }
+    const ids = [...labels.keys()].sort((a, b) => a - b);
+    if (ids.some((id, i) => id !== i)) {
+      throw new BundleFormatError(
+        `manifest key 'labels' must number the labels 0 to ${ids.length - 1}, one per logit column; ` +
+          `got ids [${ids.join(', ')}]`,
+      );
+    }
   }
   const score_function = d.score_function ?? null;
   if (score_function !== null && !SCORE_FUNCTIONS.includes(score_function)) {

@@ -10,7 +10,13 @@
 //   session:   { inputNames, outputNames, run(feeds) -> Promise<{name: {data, dims}}>, release() }
 //              feeds: {name: {data: BigInt64Array, dims: [batch, seq]}}
 
-import { BackendUnavailableError, InvalidInputError, TextTooLongError, WrongTaskError } from './errors.mjs';
+import {
+  BackendUnavailableError,
+  BundleFormatError,
+  InvalidInputError,
+  TextTooLongError,
+  WrongTaskError,
+} from './errors.mjs';
 import { aggregateSimple, formatScores, isBlank, l2Normalize, lengthSortedBatches, pool, scoresFromLogits } from './heads.mjs';
 
 export const DEFAULT_BATCH_SIZE = 32;
@@ -130,6 +136,14 @@ export class Predictor {
     const labels = this.manifest.labels;
     for await (const { idx, encodings, outputs } of this.#forward(items, batchSize, { single })) {
       const logits = outputs[this.session.outputNames[0]];
+      const width = logits.dims[logits.dims.length - 1];
+      if (width !== labels.size) {
+        const per = this.task === 'text-classification' ? 'text' : 'token';
+        throw new BundleFormatError(
+          `the model gives ${width} scores per ${per} but the manifest names ${labels.size} ` +
+            'labels: its model file and manifest do not belong together; export the bundle again',
+        );
+      }
       if (this.task === 'text-classification') {
         const n = logits.dims[logits.dims.length - 1];
         idx.forEach((i, row) => {
