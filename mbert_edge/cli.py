@@ -47,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("-o", "--output", required=True, type=Path, help="bundle directory to create")
     e.add_argument("--task", choices=TASKS, help="override the task inferred from the architecture")
     e.add_argument("--max-length", type=int, help="max tokens per text (default: the model's limit)")
-    e.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    e.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17; 10-23, 13-23 with --quantize)")
     e.add_argument(
         "--tolerance", type=float, default=1e-4, help="max |onnx - pytorch| allowed by the parity check (default 1e-4)"
     )

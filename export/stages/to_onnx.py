@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from mbert_edge_export import onnx_export, parity, samples
+from mbert_edge_export.errors import ExportError
 from mbert_edge_export.stages.context import MODEL_FILE, TOKENIZER_FILE, ExportContext
 from mbert_edge_export.tokenizer import prepare_for_bundle
 
@@ -14,6 +15,19 @@ STEPS = 2
 def enabled(ctx: ExportContext) -> bool:
     """Always runs."""
     return True
+
+
+def check(ctx: ExportContext) -> None:
+    """Refuse an ``--opset`` that torch cannot export or that the INT8 step cannot use, before loading anything."""
+    opset, low = ctx.options.opset, onnx_export.MIN_OPSET
+    if ctx.options.quantize is not None:
+        low = onnx_export.MIN_INT8_OPSET
+    if not low <= opset <= onnx_export.MAX_OPSET:
+        why = " with --quantize" if ctx.options.quantize is not None else ""
+        raise ExportError(
+            f"--opset {opset} is not supported{why}: use {low} to {onnx_export.MAX_OPSET} "
+            f"(default {onnx_export.DEFAULT_OPSET})"
+        )
 
 
 def parity_check(ctx: ExportContext) -> dict[str, Any]:
