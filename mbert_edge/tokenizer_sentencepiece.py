@@ -39,6 +39,8 @@ _WORD_START = "\u2581"  # SentencePiece's whitespace mark: a piece starting with
 #: takes it for whitespace, tokenizers' normalizers do not) and NEL, U+0085 (tokenizers' Strip removes it at the
 #: ends, SentencePiece keeps it)
 DEFAULT_FALLBACK_PATTERN = "[\u2581\u0085]"
+#: prefixes whose piece count is remembered (has_content); the cache starts over when full
+PREFIX_CACHE_SIZE = 64
 
 
 @dataclass
@@ -173,7 +175,10 @@ class SentencePieceTokenizer(TextTokenizer):
         if prefix[-1:].isspace():  # the text starts a word: its pieces follow the prefix's own
             n = self._prefix_pieces.get(prefix)
             if n is None:
-                n = self._prefix_pieces.setdefault(prefix, len(self._sp.encode(prefix)))
+                n = len(self._sp.encode(prefix))
+                if len(self._prefix_pieces) >= PREFIX_CACHE_SIZE:  # a caller with ever new prefixes: stay bounded
+                    self._prefix_pieces.clear()
+                self._prefix_pieces[prefix] = n
             return kept > n
         # a prefix that runs into the text's first word (rare): does the rest give any piece at all?
         rest = encoding.text[skip_chars:]

@@ -250,6 +250,20 @@ def test_content_after_a_prefix_counts_only_kept_tokens(engines):
     assert got == [False, False, False]
 
 
+def test_ever_new_prefixes_keep_the_answers_and_a_bounded_cache(engines):
+    """A caller that passes a new prefix with every call gets tokenizers' answers, and the engine does not keep
+    one entry per prefix for ever."""
+    from mbert_edge.tokenizer_sentencepiece import PREFIX_CACHE_SIZE
+
+    hf, sp = engines
+    for i in range(3 * PREFIX_CACHE_SIZE):
+        prefix = f"doc {i}: "
+        batch = [prefix + t for t in ("hello", "\u200b")]
+        got = [sp.has_content(e, len(prefix)) for e in sp.encode(batch)]
+        assert got == [hf.has_content(e, len(prefix)) for e in hf.encode(batch)] == [True, False]
+        assert len(sp._prefix_pieces) <= PREFIX_CACHE_SIZE
+
+
 def test_long_texts_cut_as_the_whole_text(engines, texts):
     """A text far longer than head_chars is tokenized by its head; the ids are those of the whole text."""
     hf, sp = engines
