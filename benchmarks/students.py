@@ -1381,10 +1381,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--openvino-peer", action="append", default=[], metavar="NAME=MODEL.xml",
         help="a peer's OpenVINO IR of the teacher (e.g. NNCF's INT8), run with the checkpoint's tokenizer",
     )  # fmt: skip
+    ap.add_argument(
+        "--replot", type=Path, metavar="RESULT.json",
+        help="only draw RESULT.png from a result written earlier (needs matplotlib); nothing is measured",
+    )  # fmt: skip
     ap.add_argument("--child-pytorch", nargs=5, help=argparse.SUPPRESS)
     ap.add_argument("--child-peer", nargs=7, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    if args.child_pytorch or args.child_peer:
+    if args.child_pytorch or args.child_peer or args.replot:
         return args
     try:
         args.bundles = parse_bundles(args.bundle)
@@ -1510,8 +1514,79 @@ def measure(
     }
 
 
+#: the plot's panels: (key of :func:`plot_values`, title)
+PLOT_PANELS = (
+    ("b1s128_ms", "latency, b1 x s128 (ms, lower is better)"),
+    ("b1s16_ms", "latency, b1 x s16 (ms, lower is better)"),
+    ("size_mb", "bundle with tokenizer (MB, lower is better)"),
+    ("peak_rss_mb", "peak RSS after b32 x s128 (MB, lower is better)"),
+    ("worst_kept_retention", "quality on the worst kept language / reference"),
+)
+
+
+def plot_values(result: Mapping[str, Any], name: str) -> dict[str, float | None]:
+    """The values :func:`plot` draws for entry ``name`` (None: not measured)."""
+    e = result["entries"][name]
+    latency = e.get("latency") or {}
+    facts = entry_facts(result, name)
+    return {
+        "b1s128_ms": (latency.get("b1s128") or {}).get("median_ms"),
+        "b1s16_ms": (latency.get("b1s16") or {}).get("median_ms"),
+        "size_mb": facts["size_mb"],
+        "peak_rss_mb": facts["peak_rss_mb"],
+        "worst_kept_retention": facts["worst_kept_retention"],
+    }
+
+
+def plot_color(result: Mapping[str, Any], name: str) -> str:
+    """Ours (a bundle) blue, the peers grey, the PyTorch reference dark grey."""
+    kind = (result["entries"][name].get("describe") or {}).get("kind")
+    return "#1f77b4" if kind == "bundle" else ("#444444" if name == PYTORCH else "#aaaaaa")
+
+
+def plot(result: Mapping[str, Any], path: Path) -> None:
+    """One row of horizontal bars per panel of :data:`PLOT_PANELS`, one bar per entry, written to ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(result["entries"])
+    ncols = 3
+    nrows = -(-len(PLOT_PANELS) // ncols)
+    fig, grid = plt.subplots(nrows, ncols, figsize=(13.5, nrows * (0.42 * len(names) + 1.3)), squeeze=False)
+    axes = [ax for row in grid for ax in row]
+    per_entry = {n: plot_values(result, n) for n in names}
+    for i, (key, title) in enumerate(PLOT_PANELS):
+        ax = axes[i]
+        values = [per_entry[n][key] for n in names]
+        ax.barh(names, [v or 0.0 for v in values], color=[plot_color(result, n) for n in names])
+        for y, v in enumerate(values):
+            ax.text(v or 0.0, y, " n/a" if v is None else f" {v:.3g}", va="center", fontsize=7)
+        ax.set_title(title, fontsize=8)
+        ax.tick_params(labelsize=7)
+        if i % ncols:
+            ax.set_yticklabels([])
+        ax.invert_yaxis()
+        ax.margins(x=0.25)
+        measured = [v for v in values if v is not None]
+        if key == "worst_kept_retention" and measured:  # a ratio near 1: start the axis near the lowest value
+            ax.set_xlim(max(0.0, min(measured) - 0.05), 1.04)
+    for ax in axes[len(PLOT_PANELS) :]:
+        ax.axis("off")
+    axes[-1].text(
+        0.0, 0.5, "blue: our bundles\nlight grey: the peers' files\ndark grey: the PyTorch reference",
+        fontsize=8, va="center", transform=axes[-1].transAxes,
+    )  # fmt: skip
+    when = f"{result.get('started', '')}, {result.get('threads')} threads"
+    fig.suptitle(f"{result.get('title', '')} ({when})", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    """Run the benchmark and write ``<out>.json`` and ``<out>.md``."""
+    """Run the benchmark and write ``<out>.json``, ``<out>.md`` and (with matplotlib) ``<out>.png``."""
     args = parse_args(argv)
     if args.child_pytorch:
         checkpoint, threads, texts_file, task, spec_json = args.child_pytorch
@@ -1520,6 +1595,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.child_peer:
         model, checkpoint, threads, texts_file, task, spec_json, cache_dir = args.child_peer
         child_peer(model, checkpoint, int(threads), texts_file, task, spec_json, cache_dir)
+        return
+    if args.replot:
+        png = args.replot.with_suffix(".png")
+        plot(json.loads(args.replot.read_text(encoding="utf-8")), png)
+        print(f"wrote {png}")
         return
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("mbert_edge").setLevel(logging.ERROR)  # long held-out paragraphs are cut: expected
@@ -1571,6 +1651,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     md_path.write_text(md, encoding="utf-8")
     print(md)
     print(f"wrote {json_path} and {md_path}")
+    try:
+        png = args.out.with_name(args.out.name + ".png")
+        plot(result, png)
+        print(f"wrote {png}")
+    except ImportError:
+        print("matplotlib is not installed: no plot (benchmarks/constraints.txt has it)", file=sys.stderr)
 
 
 if __name__ == "__main__":

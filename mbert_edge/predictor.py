@@ -29,7 +29,7 @@ from mbert_edge.tokenizer import TextTokenizer, TokenEncoding
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 32
-DEFAULT_MAX_TOKENS = 1024  # padded tokens per model call: see the README (speed and peak memory)
+DEFAULT_MAX_TOKENS = 1024  # padded tokens per model call: docs/benchmarks.md, "Runtime settings"
 
 
 STREAM_TEXTS = 4096  # texts tokenized and run together at most (the rest wait as str)

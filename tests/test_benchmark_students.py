@@ -6,6 +6,7 @@ around it (ratios, targets, margins, exact-length texts) is right.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -178,6 +179,14 @@ def test_quick_run_on_tiny_encoders(bundles, checkpoints, tmp_path):
     assert "| tiny-fp32 |" in md and "| pytorch (reference) |" in md and "ja (not kept)" in md
     assert "MISSED: speed vs teacher INT8 at b1 x s16 1x" in md  # 1.0x against itself: below 1.8x
     json.dumps(result)  # the whole result is JSON
+    # the plot draws the measured values: the tiny bundle's own latency, size, memory and worst retention
+    values = S.plot_values(result, "tiny-fp32")
+    e = result["entries"]["tiny-fp32"]
+    assert values["b1s128_ms"] == e["latency"]["b1s128"]["median_ms"] and values["size_mb"] == e["size"]["size_mb"]
+    assert values["peak_rss_mb"] == e["cold_start"]["peak_rss_mb"] and values["worst_kept_retention"] == worst["value"]
+    if importlib.util.find_spec("matplotlib") is not None:  # the benchmark venv has it; the test venv may not
+        S.plot(result, tmp_path / "tiny.png")
+        assert (tmp_path / "tiny.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_cli_quick_on_tiny_classifier(bundles, tmp_path, monkeypatch):

@@ -6,7 +6,7 @@
 // The model file: the browser variant (model.wo8.onnx, `mbert-edge export --quantize dynamic --browser-variant`) when
 // the bundle has one, else the one Python runs (INT8 first). Differences, measured in tests/test_browser_page.py:
 //  * the tokenizer is tokenizers.js, not the Rust tokenizer: identical ids on ordinary multilingual text, different on
-//    a few edge cases (see the README); it gives no character offsets, so token classification is refused here;
+//    a few edge cases (docs/javascript.md); it gives no character offsets, so token classification is refused here;
 //  * INT8 files with quantized activations (dynamic, static) run, every op included, but round some activations
 //    differently from x86 (e5-small: up to 0.014 per embedding component, min cosine 0.9972 to Python's); the browser
 //    variant keeps activations in fp32 and gives Python's answers (within 1.2e-7);

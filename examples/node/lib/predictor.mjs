@@ -20,7 +20,7 @@ import {
 import { aggregateSimple, formatScores, isBlank, l2Normalize, lengthSortedBatches, pool, scoresFromLogits } from './heads.mjs';
 
 export const DEFAULT_BATCH_SIZE = 32;
-export const DEFAULT_MAX_TOKENS = 1024; // padded tokens per model call (see the README: speed and peak memory)
+export const DEFAULT_MAX_TOKENS = 1024; // padded tokens per model call: docs/benchmarks.md, "Runtime settings"
 
 function describeType(x) {
   if (x === null) return 'null';
