@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import posixpath
 import secrets
 import shutil
 from dataclasses import dataclass
@@ -86,8 +87,10 @@ class Bundle:
             raise BundleFormatError(
                 f"model file {model.path} is not a readable ONNX file ({exc}); the bundle is damaged, re-export it"
             ) from exc
-        allowed = {model.external_data} if model.external_data else set()
-        stray = sorted(locations - allowed)
+        # the graph names its data relative to the model file's folder, the manifest relative to the bundle's
+        folder = posixpath.dirname(model.path)
+        allowed = {posixpath.normpath(model.external_data)} if model.external_data else set()
+        stray = sorted(loc for loc in locations if posixpath.normpath(posixpath.join(folder, loc)) not in allowed)
         if stray:
             listed = f"only its weights file {model.external_data!r}" if allowed else "no external data"
             raise BundleFormatError(

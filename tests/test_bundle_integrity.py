@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 
+import numpy as np
 import pytest
 
 import mbert_edge
@@ -431,6 +432,26 @@ def test_graph_reading_tensor_data_the_manifest_does_not_pin(copy_bundle, tmp_pa
         (b / "model.onnx.data").write_bytes((b / location).read_bytes())  # the listed file stays, unused
     _rehash(b, "model.onnx")
     _refused(b, BundleFormatError, f"reads tensor data from '{location}'", nothing_loaded, model_refused=True)
+
+
+def test_model_in_a_subfolder_reads_its_listed_weights(copy_bundle):
+    """The graph names its weights relative to its own folder and the manifest relative to the bundle's: a model
+    file in a subfolder with its listed weights beside it loads (it was refused as reading unlisted data)."""
+    b = copy_bundle("feature-extraction")
+    want = mbert_edge.load(b).embed("Hallo Welt")
+    (b / "onnx").mkdir()
+    for name in ("model.onnx", "model.onnx.data"):
+        (b / name).rename(b / "onnx" / name)
+
+    def move(d):
+        for f in d["files"]:
+            if f["path"] in ("model.onnx", "model.onnx.data"):
+                f["path"] = "onnx/" + f["path"]
+            if f.get("external_data"):
+                f["external_data"] = "onnx/" + f["external_data"]
+
+    _edit_manifest(b, move)
+    np.testing.assert_array_equal(mbert_edge.load(b).embed("Hallo Welt"), want)
 
 
 def test_self_contained_graph_must_not_name_external_data(copy_bundle, nothing_loaded):
