@@ -62,6 +62,7 @@ import contextlib
 import functools
 import gc
 import importlib
+import importlib.util
 import json
 import logging
 import math
@@ -1571,7 +1572,7 @@ def plot(result: Mapping[str, Any], path: Path) -> None:
         ax.margins(x=0.25)
         measured = [v for v in values if v is not None]
         if key == "worst_kept_retention" and measured:  # a ratio near 1: start the axis near the lowest value
-            ax.set_xlim(max(0.0, min(measured) - 0.05), 1.04)
+            ax.set_xlim(max(0.0, min(measured) - 0.05), max(1.04, max(measured) + 0.03))
     for ax in axes[len(PLOT_PANELS) :]:
         ax.axis("off")
     axes[-1].text(
@@ -1597,6 +1598,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         child_peer(model, checkpoint, int(threads), texts_file, task, spec_json, cache_dir)
         return
     if args.replot:
+        if importlib.util.find_spec("matplotlib") is None:
+            raise SystemExit("error: --replot needs matplotlib (in .venv-bench: benchmarks/constraints.txt)")
         png = args.replot.with_suffix(".png")
         plot(json.loads(args.replot.read_text(encoding="utf-8")), png)
         print(f"wrote {png}")

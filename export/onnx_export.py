@@ -18,8 +18,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 17
 #: the opsets that export and run (checked with torch 2.13 and ONNX Runtime 1.32 on a tiny BERT): below 10 torch
-#: cannot export BERT's dynamic slices, above 23 torch has no exporter, and the INT8 files (the 4-bit word table's
-#: ``Unsqueeze`` with axes as an input) need 13
+#: cannot export BERT's dynamic slices, above 23 torch has no exporter, and the INT8 files for ONNX Runtime (the
+#: 4-bit word table's ``Unsqueeze`` with axes as an input) need 13, which --quantize asks of every target (the
+#: OpenVINO one was not tried below 13); TensorRT's files need 17 (``tensorrt.graph.MIN_OPSET``)
 MIN_OPSET, MAX_OPSET, MIN_INT8_OPSET = 10, 23, 13
 ALL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 

@@ -87,10 +87,18 @@ class Bundle:
             raise BundleFormatError(
                 f"model file {model.path} is not a readable ONNX file ({exc}); the bundle is damaged, re-export it"
             ) from exc
-        # the graph names its data relative to the model file's folder, the manifest relative to the bundle's
+        # the graph names its data relative to the model file's folder, the manifest relative to the bundle's;
+        # a location that is absolute or has a ".." part is never the listed file (".." after a link leads elsewhere)
         folder = posixpath.dirname(model.path)
         allowed = {posixpath.normpath(model.external_data)} if model.external_data else set()
-        stray = sorted(loc for loc in locations if posixpath.normpath(posixpath.join(folder, loc)) not in allowed)
+
+        def is_listed(loc: str) -> bool:
+            parts = loc.replace("\\", "/").split("/")
+            if posixpath.isabs(loc) or ".." in parts:
+                return False
+            return posixpath.normpath(posixpath.join(folder, loc)) in allowed
+
+        stray = sorted(loc for loc in locations if not is_listed(loc))
         if stray:
             listed = f"only its weights file {model.external_data!r}" if allowed else "no external data"
             raise BundleFormatError(

@@ -25,6 +25,8 @@ FEATURE_EXTRACTION = "feature-extraction"
 TASKS = (TEXT_CLASSIFICATION, TOKEN_CLASSIFICATION, FEATURE_EXTRACTION)
 
 POOLINGS = ("mean", "cls")
+#: a label id as the manifest spells it: a plain decimal integer, no sign, no leading zero
+LABEL_ID = re.compile(r"0|[1-9][0-9]*")
 SCORE_FUNCTIONS = ("softmax", "sigmoid")
 
 
@@ -198,6 +200,11 @@ class Manifest:
                 raw = _typed(d, "labels", dict)
                 if not all(isinstance(v, str) for v in raw.values()):
                     raise BundleFormatError("manifest key 'labels' must map label ids to str names")
+                for k in raw:  # "01" and "1" would both be id 1: only the plain decimal spelling
+                    if not LABEL_ID.fullmatch(k):
+                        raise BundleFormatError(
+                            f"manifest.json does not follow the bundle schema: label id '{k}' is not an integer"
+                        )
                 labels = {int(k): v for k, v in raw.items()}
                 if sorted(labels) != list(range(len(labels))):
                     raise BundleFormatError(

@@ -301,6 +301,8 @@ def test_an_extra_file_of_every_kind_is_ignored(copy_bundle, bundles, kind):
         (lambda d: d.update(labels={"zero": "O"}), "schema"),
         (lambda d: d["labels"].update({"99": "X"}), r"number the labels 0 to \d+, one per logit column; got ids"),
         (lambda d: d["labels"].pop("0"), r"number the labels 0 to \d+"),
+        (lambda d: d["labels"].update({"01": "X"}), "label id '01' is not an integer"),  # would merge with "1"
+        (lambda d: d["labels"].update({"1_0": "X"}), "label id '1_0' is not an integer"),
         (lambda d: d.update(score_function=1), "score_function"),
         (lambda d: d.update(source=[1, 2]), "'source' must be a dict"),
         (lambda d: d.update(fidelity="passed"), "'fidelity' must be a dict"),
@@ -414,7 +416,10 @@ def test_symlink_inside_the_bundle_and_a_linked_bundle_directory_load(copy_bundl
     assert mbert_edge.load(current).predict("Hallo")["label"]
 
 
-@pytest.mark.parametrize("location", ["../outside.data", "/tmp/mbert-edge-absolute.data", "unlisted.data"])
+@pytest.mark.parametrize(
+    "location",
+    ["../outside.data", "/tmp/mbert-edge-absolute.data", "unlisted.data", "sub/../model.onnx.data"],
+)
 def test_graph_reading_tensor_data_the_manifest_does_not_pin(copy_bundle, tmp_path, nothing_loaded, location):
     """An ONNX graph (checksum made to match) naming external data outside the bundle, absolute, or an unlisted
     file inside it: refused before ONNX Runtime opens anything, since no checksum covers those bytes."""

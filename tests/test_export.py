@@ -142,8 +142,10 @@ def test_hub_id_from_local_cache(tmp_path, checkpoints, monkeypatch):
     assert Manifest.read(out / "manifest.json").source["name_or_path"] == "acme/tiny-bert"
 
 
-@pytest.mark.parametrize(("opset", "int8"), [(9, False), (24, False), (12, True)])
-def test_unsupported_opset_refused_before_loading(tmp_path, checkpoints, monkeypatch, opset, int8):
+@pytest.mark.parametrize(
+    ("opset", "int8", "trt"), [(9, False, False), (24, False, False), (12, True, False), (16, False, True)]
+)
+def test_unsupported_opset_refused_before_loading(tmp_path, checkpoints, monkeypatch, opset, int8, trt):
     """An --opset torch cannot export (or the INT8 step cannot use) fails before the checkpoint loads, naming the
     range; 10 to 23 export (13 with --quantize), checked on the tiny checkpoints when the bound was set."""
     from mbert_edge_export.quantize.gated import QuantizeSettings
@@ -153,8 +155,13 @@ def test_unsupported_opset_refused_before_loading(tmp_path, checkpoints, monkeyp
         raise AssertionError("the checkpoint was loaded")
 
     monkeypatch.setattr(load_source, "run", never)
+    from mbert_edge_export.tensorrt import TensorRTSettings
+
     quantize = QuantizeSettings(mode="dynamic") if int8 else None
-    low = 13 if int8 else 10
+    low = 17 if trt else 13 if int8 else 10
     with pytest.raises(ExportError, match=rf"--opset {opset} is not supported.*use {low} to 23"):
-        export_bundle(str(checkpoints["feature-extraction"]), tmp_path / "b", opset=opset, quantize=quantize)
+        export_bundle(
+            str(checkpoints["feature-extraction"]), tmp_path / "b", opset=opset, quantize=quantize,
+            tensorrt=TensorRTSettings() if trt else None,
+        )  # fmt: skip
     assert not (tmp_path / "b").exists()

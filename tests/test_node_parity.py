@@ -253,6 +253,7 @@ def _damaged_bundles(root: Path, bundle: Path) -> dict[str, Path]:
     cases["unknown task"] = edit("task", lambda m: m.update(task="summarization"))
     cases["no labels"] = edit("labels", lambda m: m.pop("labels"))
     cases["label ids with a gap"] = edit("label-gap", lambda m: m["labels"].pop("0"))
+    cases["label id spelt 01"] = edit("label-01", lambda m: m["labels"].update({"01": "X"}))
     cases["fewer labels than scores"] = edit("label-short", lambda m: m["labels"].pop(str(len(m["labels"]) - 1)))
     cases["weights not listed"] = edit(
         "weights", lambda m: m.update(files=[f for f in m["files"] if f["role"] != "weights"])

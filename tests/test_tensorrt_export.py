@@ -223,7 +223,7 @@ def test_the_fused_graph_is_refused(trt_bundles, tmp_path):
         (TensorRTSettings(precisions=("fp8",)), 17, "--precision"),
         (TensorRTSettings(precisions=("fp16", "fp16")), 17, "twice"),
         (TensorRTSettings(max_batch=0), 17, "positive"),
-        (TensorRTSettings(), 14, "opset 17"),
+        (TensorRTSettings(), 14, "--opset 14 is not supported with --target tensorrt: use 17 to 23"),
     ],
 )
 def test_bad_settings_fail_before_any_work(tmp_path, settings, opset, message):

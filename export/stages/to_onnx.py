@@ -19,11 +19,14 @@ def enabled(ctx: ExportContext) -> bool:
 
 def check(ctx: ExportContext) -> None:
     """Refuse an ``--opset`` that torch cannot export or that the INT8 step cannot use, before loading anything."""
-    opset, low = ctx.options.opset, onnx_export.MIN_OPSET
+    from mbert_edge_export.tensorrt import graph
+
+    opset, low, why = ctx.options.opset, onnx_export.MIN_OPSET, ""
     if ctx.options.quantize is not None:
-        low = onnx_export.MIN_INT8_OPSET
+        low, why = onnx_export.MIN_INT8_OPSET, " with --quantize"
+    if ctx.options.tensorrt is not None and low < graph.MIN_OPSET:
+        low, why = graph.MIN_OPSET, " with --target tensorrt"
     if not low <= opset <= onnx_export.MAX_OPSET:
-        why = " with --quantize" if ctx.options.quantize is not None else ""
         raise ExportError(
             f"--opset {opset} is not supported{why}: use {low} to {onnx_export.MAX_OPSET} "
             f"(default {onnx_export.DEFAULT_OPSET})"

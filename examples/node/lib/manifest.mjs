@@ -99,7 +99,7 @@ export function parseManifest(d) {
     const raw = typed(d, 'labels', 'dict');
     labels = new Map();
     for (const [k, v] of Object.entries(raw)) {
-      if (!/^\s*[+-]?\d+\s*$/.test(k)) {
+      if (!/^(0|[1-9][0-9]*)$/.test(k)) {
         throw new BundleFormatError(`manifest.json does not follow the bundle schema: label id '${k}' is not an integer`);
       }
       labels.set(Number.parseInt(k, 10), String(v));
