@@ -1563,7 +1563,7 @@ def plot(result: Mapping[str, Any], path: Path) -> None:
         values = [per_entry[n][key] for n in names]
         ax.barh(names, [v or 0.0 for v in values], color=[plot_color(result, n) for n in names])
         for y, v in enumerate(values):
-            ax.text(v or 0.0, y, " n/a" if v is None else f" {v:.3g}", va="center", fontsize=7)
+            ax.text(v or 0.0, y, " n/a" if v is None else f" {v:.4g}", va="center", fontsize=7)
         ax.set_title(title, fontsize=8)
         ax.tick_params(labelsize=7)
         if i % ncols:
