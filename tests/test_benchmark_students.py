@@ -178,6 +178,11 @@ def test_quick_run_on_tiny_encoders(bundles, checkpoints, tmp_path):
     md = S.markdown(result)
     assert "| tiny-fp32 |" in md and "| pytorch (reference) |" in md and "ja (not kept)" in md
     assert "MISSED: speed vs teacher INT8 at b1 x s16 1x" in md  # 1.0x against itself: below 1.8x
+    assert result["entries"]["tiny-fp32"]["describe"]["tokenizer_model_unread"] is False  # WordPiece: no .model
+    assert "Not a user's setup" not in md
+    result["entries"]["tiny-fp32"]["describe"]["tokenizer_model_unread"] = True  # as without sentencepiece
+    assert "Not a user's setup: tiny-fp32 carry `tokenizer.model`" in S.markdown(result)
+    result["entries"]["tiny-fp32"]["describe"]["tokenizer_model_unread"] = False
     json.dumps(result)  # the whole result is JSON
     # the plot draws the measured values: the tiny bundle's own latency, size, memory and worst retention
     values = S.plot_values(result, "tiny-fp32")
