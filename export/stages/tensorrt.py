@@ -54,12 +54,7 @@ def check(ctx: ExportContext) -> None:
     trt = ctx.options.tensorrt
     if trt is None:
         return
-    check_settings(trt)
-    if ctx.options.opset < graph.MIN_OPSET:
-        raise ExportError(
-            f"--target tensorrt needs opset {graph.MIN_OPSET} or newer (LayerNormalization), not --opset "
-            f"{ctx.options.opset}"
-        )
+    check_settings(trt)  # its opset floor (graph.MIN_OPSET) is checked with every opset bound by to_onnx.check
 
 
 def check_settings(trt: TensorRTSettings) -> None:

@@ -24,7 +24,7 @@ def check(ctx: ExportContext) -> None:
     opset, low, why = ctx.options.opset, onnx_export.MIN_OPSET, ""
     if ctx.options.quantize is not None:
         low, why = onnx_export.MIN_INT8_OPSET, " with --quantize"
-    if ctx.options.tensorrt is not None and low < graph.MIN_OPSET:
+    if ctx.options.tensorrt is not None and low < graph.MIN_OPSET:  # LayerNormalization, which TensorRT maps
         low, why = graph.MIN_OPSET, " with --target tensorrt"
     if not low <= opset <= onnx_export.MAX_OPSET:
         raise ExportError(

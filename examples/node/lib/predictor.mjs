@@ -145,9 +145,11 @@ export class Predictor {
         );
       }
       if (this.task === 'text-classification') {
-        const n = logits.dims[logits.dims.length - 1];
         idx.forEach((i, row) => {
-          const scores = scoresFromLogits(logits.data.subarray(row * n, (row + 1) * n), this.manifest.score_function);
+          const scores = scoresFromLogits(
+            logits.data.subarray(row * width, (row + 1) * width),
+            this.manifest.score_function,
+          );
           results[i] = formatScores(scores, labels, topK);
         });
       } else {
