@@ -255,6 +255,14 @@ def _parser() -> argparse.ArgumentParser:
         "25; 0: no limit), a resumed run's earlier runs included; evaluation and saving follow",
     )
     d.add_argument("--max-texts", type=int, help="training texts in all (default preset: 40000)")
+    d.add_argument(
+        "--augment",
+        type=float,
+        metavar="N",
+        help="add N augmented variants per corpus text of each kept language (sentence windows, sentence pairs, "
+        "word drops of its training paragraphs), on top of --max-texts; for kept languages with little text "
+        "(default 0)",
+    )
     d.add_argument("--batch-size", type=int)
     d.add_argument("--lr", type=float, help="peak learning rate (AdamW, linear warmup and decay)")
     d.add_argument("--max-length", type=int, help="tokens per training text (default preset: 128)")
@@ -902,6 +910,7 @@ def _cmd_distill(args: argparse.Namespace) -> int:
         "epochs": args.epochs,
         "time_budget": args.time_budget,
         "max_texts": args.max_texts,
+        "augment": args.augment,
         "batch_size": args.batch_size,
         "lr": args.lr,
         "max_length": args.max_length,

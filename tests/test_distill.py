@@ -919,3 +919,95 @@ def test_force_never_replaces_the_teacher(teacher4, tmp_path, monkeypatch):
     with pytest.raises(ExportError, match="would replace the source"):
         _smoke(teacher, teacher, 2, force=True)
     assert (teacher / "config.json").is_file()
+
+
+# -- augmented training text ------------------------------------------------------------------------------
+
+
+def test_augmented_text_comes_from_training_paragraphs_only(teacher4):
+    """--augment adds distinct variants of the kept languages' training paragraphs (windows of their
+    sentences, sentences of two paragraphs, word drops), the same for the same seed, and no held-out text."""
+    from mbert_edge_export import corpus
+    from mbert_edge_export.distill.data import build_training_data
+    from mbert_edge_export.distill.settings import inspect_teacher, make_settings
+
+    info = inspect_teacher(str(teacher4))
+    plain = build_training_data(make_settings("smoke", 1, languages=("hi", "zh"), max_texts=400), info)
+    runs = [
+        build_training_data(make_settings("smoke", 1, languages=("hi", "zh"), max_texts=400, augment=2.0), info)
+        for _ in range(2)
+    ]
+    aug = runs[0].summary["corpus"]["augmented_per_language"]
+    corpus_counts = runs[0].summary["corpus"]["texts_per_language"]
+    assert sorted(aug) == ["hi", "zh"] and all(aug[c] == 2 * corpus_counts[c] for c in aug)
+    assert [t.text for t in runs[0].items] == [t.text for t in runs[1].items]  # seeded
+    extra = [t for t in runs[0].items[len(plain.items) :]]
+    assert [t.text for t in runs[0].items[: len(plain.items)]] == [t.text for t in plain.items]
+    assert len(extra) == sum(aug.values()) and len({t.text for t in extra}) == len(extra)
+    for lang in ("hi", "zh"):
+        train_paras = [p.text for p in corpus.train_paragraphs(lang)]
+        train_sentences = {s for p in train_paras for s in corpus.sentences(p)}
+        held = corpus.held_out_paragraphs(lang)
+        held_sentences = {s for p in held for s in corpus.sentences(p.text)}
+        texts = [t.text for t in extra if t.lang == lang]
+        assert texts and not set(texts) & (set(train_paras) | train_sentences | {p.text for p in held})
+        for text in texts:
+            assert not any(s in text for s in held_sentences if s not in train_sentences)
+        if lang == "zh":  # no word drops where words are not separated by spaces: whole sentences, joined directly
+            assert all(
+                any(t.startswith(s) for s in train_sentences) and any(t.endswith(s) for s in train_sentences)
+                for t in texts
+            )
+    # every hindi variant is a window, a pair or a drop of training text: its words all come from there
+    hindi_words = {w for p in corpus.train_paragraphs("hi") for w in p.text.split()}
+    assert all(set(t.text.split()) <= hindi_words for t in extra if t.lang == "hi")
+
+
+def test_augment_variants_follow_their_kinds(monkeypatch):
+    """Hand-made paragraphs: a window is consecutive sentences, shorter than its paragraph; a pair joins
+    sentences of two paragraphs; a drop leaves out about an eighth of the words, in order."""
+    from mbert_edge_export.distill import augment
+
+    paras = [
+        "Alpha one is here today. Alpha two is here today. Alpha three is here today. Alpha four is here today.",
+        "Beta uno was there then. Beta dos was there then. Beta tres was there then.",
+    ]
+    out = augment.variants(paras, 30, "en", "7")
+    assert len(out) == len(set(out)) and len(out) > 10
+    sentences = [s.rstrip() for p in paras for s in p.replace(". ", ".|").split("|")]
+    kinds = {"window": 0, "pair": 0, "drop": 0}
+    for text in out:
+        parts = text.replace(". ", ".|").split("|")
+        if all(p in sentences for p in parts):
+            origins = {p.split()[0] for p in parts}
+            if len(origins) == 2:
+                assert len(parts) == 2
+                kinds["pair"] += 1
+            else:
+                para = next(p for p in paras if parts[0] in p)
+                assert text in para and text != para and len(parts) >= 2
+                kinds["window"] += 1
+        else:
+            words = text.split()
+            source = next(p for p in paras if set(words) <= set(p.split())).split()  # the two share no word
+            it = iter(source)
+            assert all(w in it for w in words)  # a subsequence: the order kept
+            assert len(source) - len(words) == round(augment.DROP_SHARE * len(source))
+            kinds["drop"] += 1
+    assert all(kinds.values()), kinds
+    assert augment.variants(paras, 30, "en", "7") == out and augment.variants(paras, 30, "en", "8") != out
+    assert augment.variants(paras, 0, "en", "7") == [] and augment.variants([], 5, "en", "7") == []
+    # a paragraph one of whose sentences is also held-out text (in another paragraph) is not used at all
+    monkeypatch.setattr(augment.corpus, "split_of", lambda text: True if text == "Alpha two is here today." else None)
+    clean = augment.variants(paras, 30, "en", "7")
+    assert clean and not any("Alpha" in t for t in clean)
+
+
+def test_augment_needs_kept_languages_and_a_positive_count(teacher4, tmp_path):
+    for kwargs, message in (
+        ({"augment": -1.0, "languages": ("de",)}, "--augment -1.0: variants per corpus text"),
+        ({"augment": 1.0}, "name the languages with --languages"),
+    ):
+        with pytest.raises(DistillError, match=message):
+            _smoke(teacher4, tmp_path / "out", 1, **kwargs)
+    assert not (tmp_path / "out").exists()

@@ -5,7 +5,8 @@ optional ``label``, ``.csv`` with a ``text`` and optional ``label`` column) plus
 from the ``dataset-build`` corpus: training paragraphs and their sentences (short and long texts, as queries
 and passages come), spread over every language of the corpus with the named languages weighted up
 (``kept_weight``) and no language, English included, above its share. User texts come first; when the corpus
-is on they fill at most three quarters of ``max_texts``.
+is on they fill at most three quarters of ``max_texts``. With ``augment`` > 0 each kept language also gets that
+many augmented variants per corpus text it was given (:mod:`.augment`), on top of ``max_texts``.
 
 Evaluation text never meets training: corpus paragraphs come from :func:`corpus.held_out_paragraphs`, a
 user's text that is corpus text keeps the corpus's split (:func:`corpus.split_of`) and the rest is split by
@@ -27,6 +28,7 @@ from typing import Any
 from mbert_edge.bundle import sha256_file
 from mbert_edge.manifest import TEXT_CLASSIFICATION
 from mbert_edge_export import corpus
+from mbert_edge_export.distill import augment
 from mbert_edge_export.distill.settings import DistillSettings, TeacherInfo
 from mbert_edge_export.errors import DistillError, ExportError
 from mbert_edge_export.languages import LANGUAGES
@@ -193,6 +195,7 @@ def build_training_data(settings: DistillSettings, teacher: TeacherInfo) -> Trai
         user_train = [user_train[i] for i in sorted(rng.sample(range(len(user_train)), cap))]
     items = list(user_train)
     corpus_counts: dict[str, int] = {}
+    augmented: dict[str, int] = {}
     missing: list[str] = []
     if settings.corpus:
         langs = corpus_languages()
@@ -208,6 +211,16 @@ def build_training_data(settings: DistillSettings, teacher: TeacherInfo) -> Trai
             if n:
                 items += [TrainingText(t, code) for t in _sample(pools[code], n, f"{settings.seed}:{code}")]
                 corpus_counts[code] = n
+        for code in sorted(kept & set(corpus_counts)) if settings.augment > 0 else ():
+            made = augment.variants(
+                [p.text for p in corpus.train_paragraphs(code)],
+                round(settings.augment * corpus_counts[code]),
+                code,
+                str(settings.seed),
+                avoid=set(pools[code]),
+            )
+            items += [TrainingText(t, code) for t in made]
+            augmented[code] = len(made)
         if missing:
             log.warning(
                 "the corpus has no text in %s: the student learns those languages only from --data", ", ".join(missing)
@@ -229,6 +242,7 @@ def build_training_data(settings: DistillSettings, teacher: TeacherInfo) -> Trai
                 "texts_per_language": corpus_counts,
                 "kept_weight": settings.kept_weight,
                 "languages_without_text": missing,
+                "augmented_per_language": augmented,
             }
             if settings.corpus
             else None

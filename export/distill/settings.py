@@ -41,6 +41,7 @@ class DistillSettings:
     corpus: bool = True  #: add dataset-build text (train split only)
     max_texts: int = 40000  #: training texts in all (user texts first, the corpus fills up)
     kept_weight: float = 4.0  #: corpus share of a named language relative to any other language
+    augment: float = 0.0  #: kept languages: augmented variants per corpus text (on top of max_texts; see .augment)
     max_length: int = 128  #: tokens per training text (special tokens included)
     batch_size: int = 32
     steps: int | None = None  #: optimizer steps; None: ``epochs`` passes over the texts
@@ -285,6 +286,12 @@ def validate(settings: DistillSettings, teacher: TeacherInfo) -> None:
         (settings.checkpoint_every >= 1, f"checkpoint_every {settings.checkpoint_every}: must be at least 1"),
         (settings.eval_texts >= 2, f"eval_texts {settings.eval_texts}: at least 2 held-out texts per language"),
         (settings.kept_weight > 0, f"kept_weight {settings.kept_weight}: must be positive"),
+        (settings.augment >= 0, f"--augment {settings.augment}: variants per corpus text, 0 or more"),
+        (
+            settings.augment == 0 or (bool(settings.languages) and settings.corpus),
+            f"--augment {settings.augment}: augmentation makes variants of the kept languages' corpus text; "
+            "name the languages with --languages and leave the corpus on",
+        ),
     ]
     for ok, message in checks:
         if not ok:
