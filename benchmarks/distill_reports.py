@@ -25,6 +25,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run  # machine and version facts, shared with the main benchmark
 
+from mbert_edge.manifest import FEATURE_EXTRACTION
+
 REPORT = "distill_report.json"
 #: the report sections copied into the results (the trim's fidelity tables stay in the checkpoint)
 KEPT_SECTIONS = ("teacher", "student", "recipe", "training", "evaluation", "environment", "wall_seconds")
@@ -47,8 +49,10 @@ def summary(report: dict[str, Any]) -> dict[str, Any]:
         cos = {lang: r["cosine_mean"] for lang, r in rows.items() if r.get("cosine_mean") is not None}
         ratio = {lang: r["retrieval_ratio"] for lang, r in rows.items() if r.get("retrieval_ratio") is not None}
         nn = [r["neighbours@10"] for r in rows.values() if r.get("neighbours@10") is not None]
+        agree = {lang: r["agreement"] for lang, r in rows.items() if r.get("agreement") is not None}
         worst_cos = min(cos, key=lambda k: (cos[k], k)) if cos else None
         worst_ratio = min(ratio, key=lambda k: (ratio[k], k)) if ratio else None
+        worst_agree = min(agree, key=lambda k: (agree[k], k)) if agree else None
         out[group] = {
             "languages": members,
             "cosine_mean": _mean(list(cos.values())),
@@ -57,6 +61,8 @@ def summary(report: dict[str, Any]) -> dict[str, Any]:
             "retrieval_ratio_mean": _mean(list(ratio.values())),
             "retrieval_ratio_worst": None if worst_ratio is None else [worst_ratio, ratio[worst_ratio]],
             "retrieval_mean": _mean([r["retrieval"] for r in rows.values() if r.get("retrieval") is not None]),
+            "agreement_mean": _mean(list(agree.values())),  # heads: share of the teacher's labels the student gives
+            "agreement_worst": None if worst_agree is None else [worst_agree, agree[worst_agree]],
         }
     return out
 
@@ -81,10 +87,17 @@ def _worst(pair: list | None, digits: int = 3) -> str:
     return "-" if pair is None else f"{pair[1]:.{digits}f} ({pair[0]})"
 
 
+def _is_heads(result: dict[str, Any]) -> bool:
+    """Whether the students are classifiers or taggers (judged by agreement), not sentence encoders."""
+    first = next(iter(result["students"].values()))["report"]["evaluation"]
+    return first.get("task") not in (None, FEATURE_EXTRACTION)
+
+
 def markdown(result: dict[str, Any]) -> str:
     """The results as a Markdown page: the summary, the per-language table and the settings that differ."""
     names = list(result["students"])
     m = result["machine"]
+    heads = _is_heads(result)
     lines = [
         "# Distilled students side by side (their own distill reports)",
         "",
@@ -99,6 +112,11 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"Command: `{result['command']}`",
         "",
+    ]
+    if heads:
+        lines += _heads_tables(result)
+        return _settings(lines, result)
+    lines += [
         "Each report's evaluation: held-out corpus paragraphs per language (cosine to the teacher, nn@10: share of "
         "the teacher's 10 nearest neighbours the student finds), and the parallel sentences (retrieval looked up "
         "both ways, as a ratio of the teacher's), all against the teacher in PyTorch fp32.",
@@ -133,6 +151,47 @@ def markdown(result: dict[str, Any]) -> str:
             )
         kept = "yes" if lang in result["students"][names[0]]["summary"]["kept"]["languages"] else ""
         lines.append(f"| {lang} | {kept} | " + " | ".join(cells) + " |")
+    return _settings(lines, result)
+
+
+def _heads_tables(result: dict[str, Any]) -> list[str]:
+    """The summary and per-language tables of classifier or tagger students: agreement with the teacher."""
+    names = list(result["students"])
+    lines = [
+        "Each report's evaluation: held-out corpus paragraphs per language, the share on which the student gives "
+        "the teacher's label (agreement; the teacher in PyTorch fp32).",
+        "",
+        "| student | steps | training s | training texts | kept: agreement worst / mean | other: agreement mean |",
+        "|---|---|---|---|---|---|",
+    ]
+    for n in names:
+        s = result["students"][n]
+        k, o = s["summary"]["kept"], s["summary"]["other"]
+        lines.append(
+            f"| {n} | {s['steps']} | {_f(s['train_seconds'], 0)} | {s.get('texts', '-')} | "
+            f"{_worst(k['agreement_worst'])} / {_f(k['agreement_mean'], 3)} | {_f(o['agreement_mean'], 3)} |"
+        )
+    first = result["students"][names[0]]["report"]["evaluation"]["languages"]
+    lines += ["", "Agreement per language:", "", "| language | kept | texts | " + " | ".join(names) + " |"]
+    lines.append("|---|---|---|" + "---|" * len(names))
+    for lang in sorted(first):
+        cells = [
+            _f(
+                result["students"][n]["report"]["evaluation"]["languages"]
+                .get(lang, {})
+                .get("student", {})
+                .get("agreement"),
+                3,
+            )
+            for n in names
+        ]
+        kept = "yes" if lang in result["students"][names[0]]["summary"]["kept"]["languages"] else ""
+        lines.append(f"| {lang} | {kept} | {first[lang].get('texts', '-')} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _settings(lines: list[str], result: dict[str, Any]) -> str:
+    names = list(result["students"])
     lines += ["", "Settings that differ:", ""]
     if result["differing_settings"]:
         for key, values in result["differing_settings"].items():
@@ -165,6 +224,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "checkpoint": spec.partition("=")[2],
                 "steps": r.get("training", {}).get("steps"),
                 "train_seconds": r.get("training", {}).get("train_seconds"),
+                "texts": r.get("data", {}).get("texts"),
                 "summary": summary(r),
                 "report": {k: r.get(k) for k in KEPT_SECTIONS},
             }

@@ -85,3 +85,30 @@ def test_bad_student_arguments(tmp_path, bench):
     with pytest.raises(SystemExit):
         bench.main(["--student", f"a={tmp_path}", "--out", str(tmp_path / "x")])
     assert not (tmp_path / "x.md").exists()
+
+
+def test_classifier_students_are_summed_up_by_agreement(tmp_path, bench):
+    """Reports of text-classification students carry agreement, not cosine: the page shows it per language."""
+
+    def heads(agreement: dict, texts: int, **recipe) -> dict:
+        report = _report({}, {}, {}, {}, **recipe)
+        report["evaluation"] = {
+            "task": "text-classification",
+            "kept_languages": ["de", "hi"],
+            "languages": {lang: {"texts": 30, "student": {"agreement": a}} for lang, a in agreement.items()},
+        }
+        report["data"] = {"texts": texts}
+        return report
+
+    pa = _write(tmp_path, "a", heads({"de": 0.9, "hi": 0.8, "ko": 0.4}, 100))
+    pb = _write(tmp_path, "b", heads({"de": 0.95, "hi": 0.9, "ko": 0.5}, 300, augment=2.0))
+    out = tmp_path / "heads"
+    result = bench.main(["--student", f"first={pa}", "--student", f"aug={pb}", "--out", str(out)])
+    kept = result["students"]["aug"]["summary"]["kept"]
+    assert kept["agreement_worst"] == ["hi", 0.9] and kept["agreement_mean"] == pytest.approx(0.925)
+    assert result["students"]["first"]["summary"]["other"]["agreement_mean"] == pytest.approx(0.4)
+    md = out.with_suffix(".md").read_text()
+    assert "| first | 20 | 12 | 100 | 0.800 (hi) / 0.850 | 0.400 |" in md
+    assert "| hi | yes | 30 | 0.800 | 0.900 |" in md and "| ko |  | 30 | 0.400 | 0.500 |" in md
+    assert "cosine" not in md.split("Agreement per language")[0].split("Command:")[1]
+    assert "`augment`: first None, aug 2.0" in md
