@@ -19,6 +19,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -133,25 +134,35 @@ def markdown(result: dict[str, Any]) -> str:
             f"{_worst(k['cosine_worst'], 4)} | {_f(k['neighbours@10'], 3)} | {_worst(k['retrieval_ratio_worst'])} / "
             f"{_f(k['retrieval_ratio_mean'], 3)} | {_f(o['neighbours@10'], 3)} | {_f(o['retrieval_mean'], 3)} |"
         )
-    first = result["students"][names[0]]["report"]["evaluation"]["languages"]
-    lines += [
-        "",
-        "Per language (cosine / nn@10 / retrieval ratio):",
-        "",
-        "| language | kept | " + " | ".join(names) + " |",
-        "|---|---|" + "---|" * len(names),
-    ]
-    for lang in sorted(first):
-        cells = []
-        for n in names:
-            row = result["students"][n]["report"]["evaluation"]["languages"].get(lang, {}).get("student", {})
-            cells.append(
-                f"{_f(row.get('cosine_mean'))} / {_f(row.get('neighbours@10'), 2)} / "
-                f"{_f(row.get('retrieval_ratio'), 3)}"
-            )
-        kept = "yes" if lang in result["students"][names[0]]["summary"]["kept"]["languages"] else ""
-        lines.append(f"| {lang} | {kept} | " + " | ".join(cells) + " |")
+    lines += ["", "Per language (cosine / nn@10 / retrieval ratio):", ""]
+    lines += _per_language(
+        result,
+        lambda row: (
+            f"{_f(row.get('cosine_mean'))} / {_f(row.get('neighbours@10'), 2)} / {_f(row.get('retrieval_ratio'), 3)}"
+        ),
+    )
     return _settings(lines, result)
+
+
+def _per_language(result: dict[str, Any], cell: Callable[[dict[str, Any]], str], texts: bool = False) -> list[str]:
+    """A table with a row per language of the first report and a column per student: ``cell`` of the student's
+    figures there (``texts``: with a column of the first report's held-out text count)."""
+    names = list(result["students"])
+    first = result["students"][names[0]]
+    langs = first["report"]["evaluation"]["languages"]
+    lines = [
+        "| language | kept | " + ("texts | " if texts else "") + " | ".join(names) + " |",
+        "|---|---|" + ("---|" if texts else "") + "---|" * len(names),
+    ]
+    for lang in sorted(langs):
+        cells = [
+            cell(result["students"][n]["report"]["evaluation"]["languages"].get(lang, {}).get("student", {}))
+            for n in names
+        ]
+        kept = "yes" if lang in first["summary"]["kept"]["languages"] else ""
+        count = f"{langs[lang].get('texts', '-')} | " if texts else ""
+        lines.append(f"| {lang} | {kept} | {count}" + " | ".join(cells) + " |")
+    return lines
 
 
 def _heads_tables(result: dict[str, Any]) -> list[str]:
@@ -171,22 +182,8 @@ def _heads_tables(result: dict[str, Any]) -> list[str]:
             f"| {n} | {s['steps']} | {_f(s['train_seconds'], 0)} | {s.get('texts', '-')} | "
             f"{_worst(k['agreement_worst'])} / {_f(k['agreement_mean'], 3)} | {_f(o['agreement_mean'], 3)} |"
         )
-    first = result["students"][names[0]]["report"]["evaluation"]["languages"]
-    lines += ["", "Agreement per language:", "", "| language | kept | texts | " + " | ".join(names) + " |"]
-    lines.append("|---|---|---|" + "---|" * len(names))
-    for lang in sorted(first):
-        cells = [
-            _f(
-                result["students"][n]["report"]["evaluation"]["languages"]
-                .get(lang, {})
-                .get("student", {})
-                .get("agreement"),
-                3,
-            )
-            for n in names
-        ]
-        kept = "yes" if lang in result["students"][names[0]]["summary"]["kept"]["languages"] else ""
-        lines.append(f"| {lang} | {kept} | {first[lang].get('texts', '-')} | " + " | ".join(cells) + " |")
+    lines += ["", "Agreement per language:", ""]
+    lines += _per_language(result, lambda row: _f(row.get("agreement"), 3), texts=True)
     return lines
 
 

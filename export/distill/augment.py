@@ -49,12 +49,13 @@ def variants(paragraphs: Sequence[str], n: int, lang: str, seed: str, avoid: set
     split = [corpus.sentences(p) for p in paragraphs]
     taken |= {s for ss in split for s in ss}
     with_sentences = [i for i, ss in enumerate(split) if ss]
+    windowed = [i for i in with_sentences if len(split[i]) >= 3]  # paragraphs a shorter run can come from
     out: list[str] = []
     attempts = 0
     while len(out) < n and attempts < 20 * n + 100:
         attempts += 1
         kind = KINDS[len(out) % len(KINDS)] if attempts <= 2 * n else rng.choice(KINDS)
-        text = _one(kind, paragraphs, split, with_sentences, rng, lang, joiner)
+        text = _one(kind, paragraphs, split, with_sentences, windowed, rng, lang, joiner)
         if text and text not in taken:
             taken.add(text)
             out.append(text)
@@ -66,15 +67,15 @@ def _one(
     paragraphs: Sequence[str],
     split: list[list[str]],
     with_sentences: list[int],
+    windowed: list[int],
     rng: random.Random,
     lang: str,
     joiner: str,
 ) -> str | None:
     if kind == "window":
-        long = [i for i in with_sentences if len(split[i]) >= 3]
-        if not long:
+        if not windowed:
             return None
-        ss = split[rng.choice(long)]
+        ss = split[rng.choice(windowed)]
         size = rng.randint(2, len(ss) - 1)
         start = rng.randint(0, len(ss) - size)
         return joiner.join(ss[start : start + size])
