@@ -350,6 +350,18 @@ def test_retention_gate_fails_when_set_impossibly_high(teacher4, tmp_path):
         _smoke(teacher4, out, 1, min_retention=1.0, languages=None)
     report = info.value.distill_report
     assert report is not None and report["evaluation"]["gate"]["passed"] is False
+    g = report["evaluation"]["gate"]  # the worst kept language's sampling error beside the verdict
+    assert g["level"] == 0.95 and g["worst_interval"][0] <= g["worst_interval"][1] <= 1.0
+    assert g["worst_interval"] == g["intervals"][g["worst_language"]]
+    assert g["worst_language"] in g["against_threshold"]["below"] + g["against_threshold"]["undecided"]
+    from mbert_edge_export.distill.evaluate import format_report
+
+    assert f"sampling error: {g['worst_language']}'s retention lies in" in format_report(report)
+    rows = report["evaluation"]["languages"]
+    counted = [r for r in rows.values() if "retrieval_counts" in r["student"]]
+    assert counted and all(
+        sum(r["student"]["retrieval_counts"].values()) == 2 * r["parallel_sentences"] for r in counted
+    )
     assert not out.exists()  # nothing written; the trained student waits in the work directory
     assert (work_dir(out) / REPORT_FILE).is_file()
 

@@ -20,6 +20,11 @@ first sub-token), and accuracy on held-out user texts with gold labels.
 
 Retention of a language is ``min(cosine_mean, retrieval ratio)`` for embeddings and the agreement for heads;
 the gate (``min_retention``) is judged on the worst kept language, not the mean.
+
+Each retrieval ratio and agreement also gets its 95% interval from the counts behind it (``uncertainty.py``:
+~100 sentences and ~30 paragraphs per language leave a few points of sampling error), and the gate the interval
+of the worst kept language's retention and the probability that every kept language reaches the threshold. The
+verdict itself stays on the measured figure.
 """
 
 from __future__ import annotations
@@ -33,6 +38,15 @@ import numpy as np
 
 from mbert_edge.manifest import FEATURE_EXTRACTION, TEXT_CLASSIFICATION, TOKEN_CLASSIFICATION
 from mbert_edge_export.distill.modeling import TextEncoder, collate, length_batches, normalize, run
+from mbert_edge_export.distill.uncertainty import (
+    LEVEL,
+    PairedCounts,
+    against,
+    against_text,
+    mean_interval,
+    proportion_interval,
+    ratio_interval,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -101,11 +115,20 @@ def _prefixed(texts: Sequence[str], prefixes: Sequence[str]) -> list[str]:
     return [prefixes[i % len(prefixes)] + t for i, t in enumerate(texts)] if prefixes else list(texts)
 
 
-def retrieval(a: np.ndarray, b: np.ndarray) -> float:
-    """Accuracy@1 both ways between row-aligned embeddings ``a`` and ``b``, averaged."""
+def retrieval_hits(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per lookup, whether it finds its row: each row of ``a`` among ``b``, then each row of ``b`` among ``a``."""
     sim = a @ b.T
     target = np.arange(len(a))
-    return float(((sim.argmax(1) == target).mean() + (sim.argmax(0) == target).mean()) / 2)
+    return np.concatenate([sim.argmax(1) == target, sim.argmax(0) == target])
+
+
+def retrieval(a: np.ndarray, b: np.ndarray) -> float:
+    """Accuracy@1 both ways between row-aligned embeddings ``a`` and ``b``, averaged."""
+    return float(retrieval_hits(a, b).mean())
+
+
+def _interval(bounds: tuple[float, float]) -> list[float]:
+    return [round(bounds[0], 4), round(bounds[1], 4)]
 
 
 def _topk(emb: np.ndarray, k: int) -> np.ndarray:
@@ -172,6 +195,7 @@ def evaluate(
                     rows[lang][c.name].update(
                         {
                             "cosine_mean": _round(cos[sel].mean()),
+                            "cosine_mean_interval": _interval(mean_interval(cos[sel])),
                             "cosine_p5": _round(np.percentile(cos[sel], 5)),
                             "neighbours@10": _round(recall[sel].mean()) if recall is not None else None,
                         }
@@ -181,7 +205,11 @@ def evaluate(
                 for lang in pool_langs:
                     mine = [agree[i] for i in np.flatnonzero(owner == lang)]
                     total = sum(x[1] for x in mine)
-                    rows[lang][c.name]["agreement"] = _round(sum(x[0] for x in mine) / total) if total else None
+                    matches = sum(x[0] for x in mine)
+                    rows[lang][c.name]["agreement"] = _round(matches / total) if total else None
+                    if total:
+                        rows[lang][c.name]["agreement_counts"] = [matches, total]
+                        rows[lang][c.name]["agreement_interval"] = _interval(proportion_interval(matches, total))
     # cross-lingual retrieval on translation pairs
     if task == FEATURE_EXTRACTION and PIVOT in texts.parallel:
         prefix = [query_prefix] if query_prefix else []
@@ -199,15 +227,18 @@ def evaluate(
             if len(ids) < 2:
                 continue
             rows[lang]["parallel_sentences"] = len(ids)
-            accs = {}
+            hits = {}
             for m in models:
                 a = np.stack([cache[m.name][PIVOT][s] for s in ids])
                 b = np.stack([cache[m.name][lang][s] for s in ids])
-                accs[m.name] = retrieval(a, b)
-                rows[lang][m.name]["retrieval"] = _round(accs[m.name])
+                hits[m.name] = retrieval_hits(a, b)
+                rows[lang][m.name]["retrieval"] = _round(hits[m.name].mean())
             for c in candidates:
-                ref_acc = accs[reference.name]
-                rows[lang][c.name]["retrieval_ratio"] = _round(accs[c.name] / ref_acc) if ref_acc > 0 else None
+                counts = PairedCounts.from_hits(hits[c.name], hits[reference.name])
+                rows[lang][c.name]["retrieval_ratio"] = _round(counts.ratio) if counts.ratio is not None else None
+                rows[lang][c.name]["retrieval_counts"] = counts.to_dict()
+                if counts.ratio is not None:
+                    rows[lang][c.name]["retrieval_ratio_interval"] = _interval(ratio_interval(counts))
     # held-out user texts: agreement, accuracy with gold labels
     if texts.user and task in (TEXT_CLASSIFICATION, TOKEN_CLASSIFICATION):
         user_texts = [t.text for t in texts.user]
@@ -286,7 +317,33 @@ def gate(report: dict[str, Any], candidate: str, min_retention: float | None) ->
         "value": value,
         "passed": None if min_retention is None else bool(value >= min_retention),
         "unmeasured_languages": unmeasured,
+        **_worst_uncertainty(report, candidate, sorted(values), min_retention),
     }
+
+
+def _worst_uncertainty(
+    report: dict[str, Any], candidate: str, langs: Sequence[str], threshold: float | None
+) -> dict[str, Any]:
+    """Each kept language's retention interval (from the intervals of the figures it is the minimum of), the
+    worst language's, and which kept languages are above, under or too close to ``threshold`` to call."""
+    intervals: dict[str, list[float]] = {}
+    for lang in langs:
+        m = report["languages"][lang][candidate]
+        keys = (
+            ("cosine_mean_interval", "retrieval_ratio_interval")
+            if report["task"] == FEATURE_EXTRACTION
+            else ("agreement_interval",)
+        )
+        parts = [m[k] for k in keys if m.get(k)]
+        if parts:
+            intervals[lang] = [round(min(1.0, *(p[0] for p in parts)), 4), round(min(1.0, *(p[1] for p in parts)), 4)]
+    if not intervals:
+        return {}
+    worst = min(langs, key=lambda lang: (report["languages"][lang][candidate]["retention"], lang))
+    out: dict[str, Any] = {"level": LEVEL, "intervals": intervals, "worst_interval": intervals.get(worst)}
+    if threshold is not None:
+        out["against_threshold"] = against(intervals, threshold)
+    return out
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -299,7 +356,7 @@ def format_report(report: dict[str, Any]) -> str:
     if ev["task"] == FEATURE_EXTRACTION:
         head = (
             f"{'lang':<5}{'kept':<5}{'texts':>6}{'cos':>8}{'cos p5':>8}{'nn@10':>7}"
-            f"{'retr T':>8}{'retr S':>8}{'ratio':>7}"
+            f"{'retr T':>8}{'retr S':>8}{'ratio':>7}{'ratio 95%':>12}"
         )
         extra = [n for n in names if n != student]
         head += "".join(f"{('cos ' + n)[:14]:>15}" for n in extra) + f"{'retention':>11}"
@@ -310,16 +367,22 @@ def format_report(report: dict[str, Any]) -> str:
                 f"{lang:<5}{'yes' if row['kept'] else '':<5}{row['texts']:>6}{_f(s.get('cosine_mean')):>8}"
                 f"{_f(s.get('cosine_p5')):>8}{_f(s.get('neighbours@10'), 2):>7}{_f(t.get('retrieval'), 3):>8}"
                 f"{_f(s.get('retrieval'), 3):>8}{_f(s.get('retrieval_ratio'), 3):>7}"
+                f"{_span(s.get('retrieval_ratio_interval')):>12}"
             )
             line += "".join(f"{_f(row[n].get('cosine_mean')):>15}" for n in extra)
             lines.append(line + f"{_f(s.get('retention')):>11}")
     else:
         extra = [n for n in names if n != student]
         lines.append(
-            f"{'lang':<5}{'kept':<5}{'texts':>6}{'agreement':>11}" + "".join(f"{('agr ' + n)[:14]:>15}" for n in extra)
+            f"{'lang':<5}{'kept':<5}{'texts':>6}{'agreement':>11}{'95%':>12}"
+            + "".join(f"{('agr ' + n)[:14]:>15}" for n in extra)
         )
         for lang, row in ev["languages"].items():
-            line = f"{lang:<5}{'yes' if row['kept'] else '':<5}{row['texts']:>6}{_f(row[student].get('agreement')):>11}"
+            s = row[student]
+            line = (
+                f"{lang:<5}{'yes' if row['kept'] else '':<5}{row['texts']:>6}{_f(s.get('agreement')):>11}"
+                f"{_span(s.get('agreement_interval')):>12}"
+            )
             lines.append(line + "".join(f"{_f(row[n].get('agreement')):>15}" for n in extra))
         if "user" in ev:
             u = ev["user"]
@@ -340,6 +403,12 @@ def format_report(report: dict[str, Any]) -> str:
             f"retention gate ({g['metric']}, worst kept language): {g['worst_language']} {g['value']:.4f}{need}: "
             f"{verdict}"
         )
+        if g.get("worst_interval"):
+            lo, hi = g["worst_interval"]
+            line = f"  sampling error: {g['worst_language']}'s retention lies in {lo:.3f}-{hi:.3f} ({g['level']:.0%})"
+            if a := g.get("against_threshold"):
+                line += f"; kept languages {against_text(a, g['threshold'])}"
+            lines.append(line)
     if g.get("unmeasured_languages"):
         lines.append(f"kept languages without held-out text or translations: {', '.join(g['unmeasured_languages'])}")
     return "\n".join(lines)
@@ -347,3 +416,7 @@ def format_report(report: dict[str, Any]) -> str:
 
 def _f(x: float | None, digits: int = 4) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
+
+
+def _span(x: Sequence[float] | None) -> str:
+    return "-" if not x else f"{x[0]:.3f}-{x[1]:.3f}"
