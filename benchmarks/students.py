@@ -45,7 +45,10 @@ What is measured:
   pivot of every pair, its row holds the English -> x direction averaged over the other kept languages.
   Topic classifiers: accuracy on the held-out paragraphs of the ten-topic task (``export/topics.py``),
   agreement with the reference's labels, retention = accuracy / the reference's accuracy. The worst kept
-  language is reported next to the mean.
+  language is reported next to the mean. Each retention gets a 95% interval from the paired counts behind it
+  (``export/distill/uncertainty.py``; ~200 lookups or ~30 paragraphs per language leave a few points of
+  sampling error), and the kept languages are sorted into above the 97% target, under it, and too close to
+  call with these texts.
 * **Ratios**: each entry's speed relative to the teacher's INT8 bundle (``--int8-baseline``) and to the
   teacher in PyTorch fp32 (their time / the entry's time: above 1 is faster), per shape; the issue's targets
   (#10, section 5) checked for the ``--target`` entry (the 6-layer student), each met or missed with the
@@ -918,11 +921,48 @@ def cold_starts(
 # ------------------------------------------------------------------------------------------------ quality
 
 
-def _retrieval(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    """Accuracy@1 of row-aligned embeddings: ``a`` -> ``b`` (each row of a finds its row of b) and back."""
+def _retrieval_hits(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per lookup of row-aligned embeddings, whether it finds its row: ``a`` -> ``b``, and back."""
     sim = a @ b.T
     target = np.arange(len(a))
-    return float((sim.argmax(1) == target).mean()), float((sim.argmax(0) == target).mean())
+    return sim.argmax(1) == target, sim.argmax(0) == target
+
+
+def _retrieval(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Accuracy@1 of row-aligned embeddings: ``a`` -> ``b`` (each row of a finds its row of b) and back."""
+    fwd, back = _retrieval_hits(a, b)
+    return float(fwd.mean()), float(back.mean())
+
+
+def _add_intervals(
+    rows: dict[str, dict[str, Any]],
+    hits: Mapping[str, Mapping[str, np.ndarray]],
+    reference: str,
+    names: Sequence[str],
+    kept: Sequence[str],
+    summary: dict[str, dict[str, Any]],
+) -> None:
+    """Each entry's retention interval per language (paired with the reference on the same units: lookups or
+    paragraphs; ``export/distill/uncertainty.py``), and in the summary the worst kept language's interval and
+    which kept languages are above, under or too close to the quality target to call."""
+    from mbert_edge_export.distill.uncertainty import PairedCounts, against, ratio_interval
+
+    threshold = next(t.threshold for t in TARGETS if t.key == "worst_kept_retention")
+    for name in names:
+        intervals: dict[str, list[float]] = {}
+        for lang, per_entry in hits.items():
+            counts = PairedCounts.from_hits(per_entry[name], per_entry[reference])
+            e = rows[lang]["entries"][name]
+            e["retention_counts"] = counts.to_dict()
+            if counts.ratio is not None and name != reference:  # the reference against itself: exactly 1
+                lo, hi = ratio_interval(counts)
+                e["retention_interval"] = [_r(lo, 4), _r(hi, 4)]
+                if lang in kept:
+                    intervals[lang] = e["retention_interval"]
+        worst = summary[name]["retention"]["worst_kept"]
+        if intervals and worst is not None:
+            worst["interval"] = intervals.get(worst["lang"])
+            summary[name]["retention"]["against_target"] = {"threshold": threshold, **against(intervals, threshold)}
 
 
 def _r(x: float | None, digits: int = 5) -> float | None:
@@ -965,6 +1005,8 @@ def embedding_quality(
                 keys = sorted(sents)
                 par_emb[name][lang] = dict(zip(keys, runner.embed([sents[s] for s in keys]), strict=True))
     rows: dict[str, dict[str, Any]] = {}
+    hits: dict[str, dict[str, np.ndarray]] = {}  # language -> entry -> per lookup (both ways)
+    en_x: dict[str, dict[str, np.ndarray]] = {}  # language -> entry -> English -> x lookups
     for lang in langs:
         row: dict[str, Any] = {"kept": lang in kept, "paragraphs": int((owner == lang).sum()), "entries": {}}
         ids = sorted(set(parallel.get(lang, {})) & set(parallel.get(PIVOT, {}))) if lang != PIVOT else []
@@ -979,7 +1021,10 @@ def embedding_quality(
             if len(ids) >= 2:
                 a = np.stack([par_emb[name][PIVOT][s] for s in ids])
                 b = np.stack([par_emb[name][lang][s] for s in ids])
-                e["retrieval_en_x"], e["retrieval_x_en"] = (_r(v) for v in _retrieval(a, b))
+                fwd, back = _retrieval_hits(a, b)
+                hits.setdefault(lang, {})[name] = np.concatenate([fwd, back])
+                en_x.setdefault(lang, {})[name] = fwd
+                e["retrieval_en_x"], e["retrieval_x_en"] = _r(fwd.mean()), _r(back.mean())
                 e["retrieval"] = _r((e["retrieval_en_x"] + e["retrieval_x_en"]) / 2)
             row["entries"][name] = e
         rows[lang] = row
@@ -991,18 +1036,22 @@ def embedding_quality(
             vals = [rows[x]["entries"][name]["retrieval_en_x"] for x in others]
             if vals:
                 rows[PIVOT]["entries"][name]["retrieval"] = _r(float(np.mean(vals)))
+        if others:
+            hits[PIVOT] = {name: np.concatenate([en_x[x][name] for x in others]) for name in runners}
     for row in rows.values():
         ref_acc = row["entries"][reference].get("retrieval")
         for e in row["entries"].values():
             acc = e.get("retrieval")
             e["retention"] = _r(acc / ref_acc) if acc is not None and ref_acc else None
+    summary = quality_summary(rows, list(runners), kept, ("cosine_mean", "cosine_p5", "retrieval", "retention"))
+    _add_intervals(rows, hits, reference, list(runners), kept, summary)
     return {
         "task": FEATURE_EXTRACTION,
         "reference": reference,
         "prefixes": prefixes,
         "retention_metric": "retrieval accuracy / the reference's",
         "languages": rows,
-        "summary": quality_summary(rows, list(runners), kept, ("cosine_mean", "cosine_p5", "retrieval", "retention")),
+        "summary": summary,
     }
 
 
@@ -1014,6 +1063,7 @@ def topic_quality(
     from mbert_edge_export import topics
 
     rows: dict[str, dict[str, Any]] = {}
+    hits: dict[str, dict[str, np.ndarray]] = {}  # language -> entry -> per paragraph: right or not
     skipped: dict[str, str] = {}
     for lang in langs:
         try:
@@ -1032,21 +1082,24 @@ def topic_quality(
         for name in runners:
             pred = [index.get(x, -1) for x in labels[name]]
             agree = sum(a == b for a, b in zip(labels[name], labels[reference], strict=True)) / len(texts)
+            hits.setdefault(lang, {})[name] = np.array([p == g for p, g in zip(pred, gold, strict=True)])
             row["entries"][name] = {
-                "accuracy": _r(sum(p == g for p, g in zip(pred, gold, strict=True)) / len(gold)),
+                "accuracy": _r(float(hits[lang][name].mean())),
                 "agreement": _r(agree),
             }
         ref_acc = row["entries"][reference]["accuracy"]
         for e in row["entries"].values():
             e["retention"] = _r(e["accuracy"] / ref_acc) if ref_acc else None
         rows[lang] = row
+    summary = quality_summary(rows, list(runners), kept, ("accuracy", "agreement", "retention"))
+    _add_intervals(rows, hits, reference, list(runners), kept, summary)
     return {
         "task": TEXT_CLASSIFICATION,
         "reference": reference,
         "retention_metric": "topic accuracy / the reference's",
         "languages": rows,
         "skipped_languages": skipped,
-        "summary": quality_summary(rows, list(runners), kept, ("accuracy", "agreement", "retention")),
+        "summary": summary,
     }
 
 
@@ -1092,6 +1145,8 @@ def entry_facts(result: Mapping[str, Any], name: str) -> dict[str, float | None]
     worst = (((result.get("quality") or {}).get("summary") or {}).get(name) or {}).get("retention", {})
     facts["worst_kept_retention"] = (worst.get("worst_kept") or {}).get("value")
     facts["worst_kept_language"] = (worst.get("worst_kept") or {}).get("lang")  # type: ignore[assignment]
+    facts["worst_kept_interval"] = (worst.get("worst_kept") or {}).get("interval")  # type: ignore[assignment]
+    facts["kept_against_target"] = worst.get("against_target")  # type: ignore[assignment]
     return facts
 
 
@@ -1124,12 +1179,20 @@ def format_target(row: Mapping[str, Any], facts: Mapping[str, Any] | None = None
     if row["value"] is None:
         return f"not measured: {row['description']} {op} {row['threshold']}{unit}"
     verdict = "met" if row["met"] else "MISSED"
-    where = ""
+    where = noise = ""
     if row["key"] == "worst_kept_retention" and facts and facts.get("worst_kept_language"):
         where = f" ({facts['worst_kept_language']})"
+        if facts.get("worst_kept_interval"):
+            lo, hi = facts["worst_kept_interval"]
+            noise = f"; sampling error: 95% interval {lo:.3f}-{hi:.3f}"
+            if a := facts.get("kept_against_target"):
+                from mbert_edge_export.distill.uncertainty import against_text
+
+                noise += f"; kept languages {against_text(a, row['threshold'])}"
     return (
         f"{verdict}: {row['description']}{where} {row['value']:g}{unit} (target {op} {row['threshold']:g}{unit}; "
-        f"{'margin' if row['met'] else 'missed by'} {abs(row['margin']):.3g}{unit}, {abs(row['margin_rel']):.1%})"
+        f"{'margin' if row['met'] else 'missed by'} {abs(row['margin']):.3g}{unit}, {abs(row['margin_rel']):.1%}"
+        f"{noise})"
     )
 
 
@@ -1286,8 +1349,9 @@ def quality_markdown(q: Mapping[str, Any], names: Sequence[str]) -> list[str]:
             f"## Quality per language (reference: {q['reference']})",
             "",
             "Cross-lingual retrieval accuracy@1 on the parallel set, English -> x / x -> English, and in brackets "
-            "the retention (mean of both directions / the reference's). English is the pivot of every pair: its "
-            "row is English -> x averaged over the other kept languages.",
+            "the retention (mean of both directions / the reference's) with its 95% interval where the entry is "
+            "not the reference. English is the pivot of every pair: its row is English -> x averaged over the other "
+            "kept languages.",
             "",
             head,
             sep,
@@ -1297,9 +1361,14 @@ def quality_markdown(q: Mapping[str, Any], names: Sequence[str]) -> list[str]:
             for n in names:
                 e = rows[lang]["entries"][n]
                 if "retrieval_en_x" in e:
-                    cells.append(f"{e['retrieval_en_x']:.3f} / {e['retrieval_x_en']:.3f} ({_f(e['retention'], '.3f')})")
+                    cells.append(
+                        f"{e['retrieval_en_x']:.3f} / {e['retrieval_x_en']:.3f} ({_f(e['retention'], '.3f')}"
+                        f"{_span(e.get('retention_interval'))})"
+                    )
                 elif e.get("retrieval") is not None:
-                    cells.append(f"{e['retrieval']:.3f} ({_f(e['retention'], '.3f')})")
+                    cells.append(
+                        f"{e['retrieval']:.3f} ({_f(e['retention'], '.3f')}{_span(e.get('retention_interval'))})"
+                    )
                 else:
                     cells.append("-")
             out.append(f"| {lang_cell(lang)} | {' | '.join(cells)} |")
@@ -1323,14 +1392,16 @@ def quality_markdown(q: Mapping[str, Any], names: Sequence[str]) -> list[str]:
         out += [
             f"## Topic accuracy per language (reference: {q['reference']})",
             "",
-            "Accuracy on the held-out paragraphs of the ten-topic task, agreement with the reference in brackets.",
+            "Accuracy on the held-out paragraphs of the ten-topic task, agreement with the reference in brackets, "
+            "and the 95% interval of the retention (accuracy / the reference's) where the entry is not the reference.",
             "",
             head,
             sep,
         ]
         for lang in langs:
             cells = [
-                f"{rows[lang]['entries'][n]['accuracy']:.3f} ({rows[lang]['entries'][n]['agreement']:.3f})"
+                f"{rows[lang]['entries'][n]['accuracy']:.3f} ({rows[lang]['entries'][n]['agreement']:.3f}"
+                f"{_span(rows[lang]['entries'][n].get('retention_interval'))})"
                 for n in names
             ]
             out.append(f"| {lang_cell(lang)} ({rows[lang]['paragraphs']}) | {' | '.join(cells)} |")
@@ -1342,6 +1413,13 @@ def quality_markdown(q: Mapping[str, Any], names: Sequence[str]) -> list[str]:
     return out
 
 
+def _span(interval: Sequence[float] | None) -> str:
+    """``; lo-hi`` for a retention interval, or nothing (none measured, or the reference itself)."""
+    if not interval:
+        return ""
+    return f"; {interval[0]:.3f}-{interval[1]:.3f}"
+
+
 def _summary_rows(
     summary: Mapping[str, Any], names: Sequence[str], metric: str, label: str, header: bool = True
 ) -> list[str]:
@@ -1351,11 +1429,24 @@ def _summary_rows(
         w = summary[n][metric]["worst_kept"]
         worst.append(f"{w['value']:.3f} ({w['lang']})" if w else "-")
     other = [_f(summary[n][metric]["mean_not_kept"], ".3f") for n in names]
-    return [
+    out = [
         f"| **{label}: mean of kept** | {' | '.join(mean)} |",
         f"| **{label}: worst kept** | {' | '.join(worst)} |",
-        f"| **{label}: mean of not kept** | {' | '.join(other)} |",
     ]
+    if any((summary[n][metric]["worst_kept"] or {}).get("interval") for n in names):
+        spans, under, close = [], [], []
+        for n in names:
+            w = summary[n][metric]["worst_kept"] or {}
+            spans.append(f"{w['interval'][0]:.3f}-{w['interval'][1]:.3f}" if w.get("interval") else "-")
+            a = summary[n][metric].get("against_target")
+            under.append((", ".join(a["below"]) or "none") if a else "-")
+            close.append((", ".join(a["undecided"]) or "none") if a else "-")
+        out += [
+            f"| **{label}: worst kept, 95% interval** | {' | '.join(spans)} |",
+            f"| **kept languages under the target beyond sampling error** | {' | '.join(under)} |",
+            f"| **kept languages too close to the target to call** | {' | '.join(close)} |",
+        ]
+    return [*out, f"| **{label}: mean of not kept** | {' | '.join(other)} |"]
 
 
 # -------------------------------------------------------------------------------------------------- main
@@ -1603,6 +1694,16 @@ def plot(result: Mapping[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def write_result(out: Path, result: Mapping[str, Any], md: str) -> None:
+    """``<out>.json`` and ``<out>.md`` (folders made as needed); the markdown is printed too."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out.with_name(out.name + ".json"), out.with_name(out.name + ".md")
+    json_path.write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
+    md_path.write_text(md, encoding="utf-8")
+    print(md)
+    print(f"wrote {json_path} and {md_path}")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the benchmark and write ``<out>.json``, ``<out>.md`` and (with matplotlib) ``<out>.png``."""
     args = parse_args(argv)
@@ -1669,13 +1770,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         result["targets"] = {"entry": args.target, "facts": facts, "checks": check_targets(facts)}
     else:
         result["targets_note"] = f"no entry named {args.target!r} (--target): not checked"
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    json_path, md_path = args.out.with_name(args.out.name + ".json"), args.out.with_name(args.out.name + ".md")
-    json_path.write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
-    md = markdown(result)
-    md_path.write_text(md, encoding="utf-8")
-    print(md)
-    print(f"wrote {json_path} and {md_path}")
+    write_result(args.out, result, markdown(result))
     try:
         png = args.out.with_name(args.out.name + ".png")
         plot(result, png)

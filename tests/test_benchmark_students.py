@@ -10,6 +10,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.conftest import load_script
@@ -100,6 +101,47 @@ def test_targets_met_and_missed_with_margins():
     assert lines[6].startswith("not measured: peak RSS")
     assert lines[7].startswith("met: peak RSS after a b1 x s128 call") and "margin 10 MB" in lines[7]
     assert "(hi) 0.96" in lines[8] and lines[8].startswith("MISSED")
+    assert "sampling error" not in lines[8]  # no interval measured: none printed
+    facts.update(
+        worst_kept_interval=[0.93, 0.99], kept_against_target={"above": ["de"], "below": [], "undecided": ["hi"]}
+    )
+    line = S.format_target(S.check_targets(facts)[8], facts)
+    assert line.endswith(
+        "; sampling error: 95% interval 0.930-0.990; kept languages under 0.97 beyond sampling error: none; "
+        "too close to call: hi)"
+    )
+
+
+def test_retention_intervals_from_paired_hits():
+    """Hand-made hits: counts per language and entry, intervals around the measured retention, and the worst
+    kept language's interval and the languages under or too close to the target in the summary and markdown."""
+    ref = np.array([1] * 90 + [0] * 10, dtype=bool)
+    weak = ref.copy()
+    weak[:8] = False  # 8 of the reference's hits lost: retention 82 / 90
+    hits = {"de": {"ref": ref, "s": ref.copy()}, "hi": {"ref": ref, "s": weak}, "ja": {"ref": ref, "s": weak}}
+    rows = {
+        lang: {"kept": lang != "ja", "entries": {n: {"retention": float(h[n].sum() / ref.sum())} for n in h}}
+        for lang, h in hits.items()
+    }
+    summary = S.quality_summary(rows, ["ref", "s"], ["de", "hi"], ("retention",))
+    S._add_intervals(rows, hits, "ref", ["ref", "s"], ["de", "hi"], summary)
+    hi = rows["hi"]["entries"]["s"]
+    assert hi["retention_counts"] == {"both": 82, "candidate_only": 0, "reference_only": 8, "neither": 10}
+    lo, up = hi["retention_interval"]
+    assert lo < 82 / 90 < up < 1.0
+    assert rows["de"]["entries"]["ref"]["retention_counts"]["reference_only"] == 0  # the reference against itself
+    worst = summary["s"]["retention"]["worst_kept"]
+    assert worst["lang"] == "hi" and worst["interval"] == [lo, up]
+    assert summary["s"]["retention"]["against_target"] == {
+        "threshold": 0.97,
+        "above": ["de"],  # no loss on any of 90 units: 0.97 is under its whole interval
+        "below": ["hi"],  # 0.911 with 8 of 90 lost: under 0.97 beyond sampling error
+        "undecided": [],
+    }
+    md = S._summary_rows(summary, ["ref", "s"], "retention", "retention")
+    assert f"| **retention: worst kept, 95% interval** | - | {lo:.3f}-{up:.3f} |" in md
+    assert "| **kept languages under the target beyond sampling error** | - | hi |" in md
+    assert "| **kept languages too close to the target to call** | - | none |" in md
 
 
 def test_parse_bundles():
