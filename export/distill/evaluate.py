@@ -21,10 +21,10 @@ first sub-token), and accuracy on held-out user texts with gold labels.
 Retention of a language is ``min(cosine_mean, retrieval ratio)`` for embeddings and the agreement for heads;
 the gate (``min_retention``) is judged on the worst kept language, not the mean.
 
-Each retrieval ratio and agreement also gets its 95% interval from the counts behind it (``uncertainty.py``:
-~100 sentences and ~30 paragraphs per language leave a few points of sampling error), and the gate the interval
-of the worst kept language's retention and the probability that every kept language reaches the threshold. The
-verdict itself stays on the measured figure.
+Each retrieval ratio, agreement and mean cosine also gets its 95% interval from the counts behind it
+(``uncertainty.py``: ~100 sentences and ~30 paragraphs per language leave a few points of sampling error), and
+the gate each kept language's retention interval and which kept languages are under the threshold beyond
+sampling error or too close to call. The verdict itself stays on the measured figure.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from mbert_edge_export.distill.uncertainty import (
     mean_interval,
     proportion_interval,
     ratio_interval,
+    rounded,
 )
 
 if TYPE_CHECKING:
@@ -128,7 +129,7 @@ def retrieval(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _interval(bounds: tuple[float, float]) -> list[float]:
-    return [round(bounds[0], 4), round(bounds[1], 4)]
+    return rounded(bounds)
 
 
 def _topk(emb: np.ndarray, k: int) -> np.ndarray:
@@ -195,7 +196,7 @@ def evaluate(
                     rows[lang][c.name].update(
                         {
                             "cosine_mean": _round(cos[sel].mean()),
-                            "cosine_mean_interval": _interval(mean_interval(cos[sel])),
+                            "cosine_mean_interval": _interval(iv) if (iv := mean_interval(cos[sel])) else None,
                             "cosine_p5": _round(np.percentile(cos[sel], 5)),
                             "neighbours@10": _round(recall[sel].mean()) if recall is not None else None,
                         }
@@ -317,29 +318,26 @@ def gate(report: dict[str, Any], candidate: str, min_retention: float | None) ->
         "value": value,
         "passed": None if min_retention is None else bool(value >= min_retention),
         "unmeasured_languages": unmeasured,
-        **_worst_uncertainty(report, candidate, sorted(values), min_retention),
+        **_worst_uncertainty(report, candidate, sorted(values), worst, min_retention),
     }
 
 
 def _worst_uncertainty(
-    report: dict[str, Any], candidate: str, langs: Sequence[str], threshold: float | None
+    report: dict[str, Any], candidate: str, langs: Sequence[str], worst: str, threshold: float | None
 ) -> dict[str, Any]:
-    """Each kept language's retention interval (from the intervals of the figures it is the minimum of), the
-    worst language's, and which kept languages are above, under or too close to ``threshold`` to call."""
+    """Each kept language's retention interval (from the intervals of the figures it is the smaller of; none
+    when one of those figures has none), the worst language's, and which kept languages are above, under or too
+    close to ``threshold`` to call."""
+    figures = ("cosine_mean", "retrieval_ratio") if report["task"] == FEATURE_EXTRACTION else ("agreement",)
     intervals: dict[str, list[float]] = {}
     for lang in langs:
         m = report["languages"][lang][candidate]
-        keys = (
-            ("cosine_mean_interval", "retrieval_ratio_interval")
-            if report["task"] == FEATURE_EXTRACTION
-            else ("agreement_interval",)
-        )
-        parts = [m[k] for k in keys if m.get(k)]
-        if parts:
-            intervals[lang] = [round(min(1.0, *(p[0] for p in parts)), 4), round(min(1.0, *(p[1] for p in parts)), 4)]
+        present = [f for f in figures if m.get(f) is not None]
+        parts = [m.get(f"{f}_interval") for f in present]
+        if parts and all(parts):  # the retention is the smaller figure: the smaller bounds (covers >= 92.5%)
+            intervals[lang] = [min(1.0, *(p[0] for p in parts)), min(1.0, *(p[1] for p in parts))]
     if not intervals:
         return {}
-    worst = min(langs, key=lambda lang: (report["languages"][lang][candidate]["retention"], lang))
     out: dict[str, Any] = {"level": LEVEL, "intervals": intervals, "worst_interval": intervals.get(worst)}
     if threshold is not None:
         out["against_threshold"] = against(intervals, threshold)
@@ -404,8 +402,10 @@ def format_report(report: dict[str, Any]) -> str:
             f"{verdict}"
         )
         if g.get("worst_interval"):
-            lo, hi = g["worst_interval"]
-            line = f"  sampling error: {g['worst_language']}'s retention lies in {lo:.3f}-{hi:.3f} ({g['level']:.0%})"
+            line = (
+                f"  sampling error: {g['worst_language']}'s retention lies in {_span(g['worst_interval'])} "
+                f"({g['level']:.0%})"
+            )
             if a := g.get("against_threshold"):
                 line += f"; kept languages {against_text(a, g['threshold'])}"
             lines.append(line)
@@ -419,4 +419,5 @@ def _f(x: float | None, digits: int = 4) -> str:
 
 
 def _span(x: Sequence[float] | None) -> str:
-    return "-" if not x else f"{x[0]:.3f}-{x[1]:.3f}"
+    """An interval at 3 digits, rounded outward."""
+    return "-" if not x else "{:.3f}-{:.3f}".format(*rounded(x, 3))
