@@ -945,7 +945,7 @@ def _add_intervals(
     """Each entry's retention interval per language (paired with the reference on the same units: lookups or
     paragraphs; ``export/distill/uncertainty.py``), and in the summary the worst kept language's interval and
     which kept languages are above, under or too close to the quality target to call."""
-    from mbert_edge_export.distill.uncertainty import PairedCounts, against, ratio_interval
+    from mbert_edge_export.distill.uncertainty import PairedCounts, against, ratio_interval, rounded
 
     threshold = next(t.threshold for t in TARGETS if t.key == "worst_kept_retention")
     for name in names:
@@ -955,8 +955,7 @@ def _add_intervals(
             e = rows[lang]["entries"][name]
             e["retention_counts"] = counts.to_dict()
             if counts.ratio is not None and name != reference:  # the reference against itself: exactly 1
-                lo, hi = ratio_interval(counts)
-                e["retention_interval"] = [_r(lo, 4), _r(hi, 4)]
+                e["retention_interval"] = rounded(ratio_interval(counts))
                 if lang in kept:
                     intervals[lang] = e["retention_interval"]
         worst = summary[name]["retention"]["worst_kept"]
@@ -1006,7 +1005,6 @@ def embedding_quality(
                 par_emb[name][lang] = dict(zip(keys, runner.embed([sents[s] for s in keys]), strict=True))
     rows: dict[str, dict[str, Any]] = {}
     hits: dict[str, dict[str, np.ndarray]] = {}  # language -> entry -> per lookup (both ways)
-    en_x: dict[str, dict[str, np.ndarray]] = {}  # language -> entry -> English -> x lookups
     for lang in langs:
         row: dict[str, Any] = {"kept": lang in kept, "paragraphs": int((owner == lang).sum()), "entries": {}}
         ids = sorted(set(parallel.get(lang, {})) & set(parallel.get(PIVOT, {}))) if lang != PIVOT else []
@@ -1023,7 +1021,6 @@ def embedding_quality(
                 b = np.stack([par_emb[name][lang][s] for s in ids])
                 fwd, back = _retrieval_hits(a, b)
                 hits.setdefault(lang, {})[name] = np.concatenate([fwd, back])
-                en_x.setdefault(lang, {})[name] = fwd
                 e["retrieval_en_x"], e["retrieval_x_en"] = _r(fwd.mean()), _r(back.mean())
                 e["retrieval"] = _r((e["retrieval_en_x"] + e["retrieval_x_en"]) / 2)
             row["entries"][name] = e
@@ -1036,8 +1033,6 @@ def embedding_quality(
             vals = [rows[x]["entries"][name]["retrieval_en_x"] for x in others]
             if vals:
                 rows[PIVOT]["entries"][name]["retrieval"] = _r(float(np.mean(vals)))
-        if others:
-            hits[PIVOT] = {name: np.concatenate([en_x[x][name] for x in others]) for name in runners}
     for row in rows.values():
         ref_acc = row["entries"][reference].get("retrieval")
         for e in row["entries"].values():
@@ -1183,8 +1178,7 @@ def format_target(row: Mapping[str, Any], facts: Mapping[str, Any] | None = None
     if row["key"] == "worst_kept_retention" and facts and facts.get("worst_kept_language"):
         where = f" ({facts['worst_kept_language']})"
         if facts.get("worst_kept_interval"):
-            lo, hi = facts["worst_kept_interval"]
-            noise = f"; sampling error: 95% interval {lo:.3f}-{hi:.3f}"
+            noise = f"; sampling error: 95% interval {_span(facts['worst_kept_interval'], '')}"
             if a := facts.get("kept_against_target"):
                 from mbert_edge_export.distill.uncertainty import against_text
 
@@ -1351,7 +1345,8 @@ def quality_markdown(q: Mapping[str, Any], names: Sequence[str]) -> list[str]:
             "Cross-lingual retrieval accuracy@1 on the parallel set, English -> x / x -> English, and in brackets "
             "the retention (mean of both directions / the reference's) with its 95% interval where the entry is "
             "not the reference. English is the pivot of every pair: its row is English -> x averaged over the other "
-            "kept languages.",
+            "kept languages, with no interval (its lookups are the other rows' English -> x ones again, of the same "
+            "100 English sentences).",
             "",
             head,
             sep,
@@ -1392,18 +1387,23 @@ def quality_markdown(q: Mapping[str, Any], names: Sequence[str]) -> list[str]:
         out += [
             f"## Topic accuracy per language (reference: {q['reference']})",
             "",
-            "Accuracy on the held-out paragraphs of the ten-topic task, agreement with the reference in brackets, "
-            "and the 95% interval of the retention (accuracy / the reference's) where the entry is not the reference.",
+            "Accuracy on the held-out paragraphs of the ten-topic task; in brackets the agreement with the reference "
+            "and, for entries other than the reference, the retention (accuracy / the reference's) with its 95% "
+            "interval.",
             "",
             head,
             sep,
         ]
         for lang in langs:
-            cells = [
-                f"{rows[lang]['entries'][n]['accuracy']:.3f} ({rows[lang]['entries'][n]['agreement']:.3f}"
-                f"{_span(rows[lang]['entries'][n].get('retention_interval'))})"
-                for n in names
-            ]
+            cells = []
+            for n in names:
+                e = rows[lang]["entries"][n]
+                ret = (
+                    f"; ret {_f(e['retention'], '.3f')}{_span(e.get('retention_interval'), ', ')}"
+                    if n != q["reference"]
+                    else ""
+                )
+                cells.append(f"{e['accuracy']:.3f} (agr {e['agreement']:.3f}{ret})")
             out.append(f"| {lang_cell(lang)} ({rows[lang]['paragraphs']}) | {' | '.join(cells)} |")
         out += _summary_rows(summary, names, "accuracy", "accuracy")
         out += _summary_rows(summary, names, "retention", "retention", header=False)
@@ -1413,11 +1413,14 @@ def quality_markdown(q: Mapping[str, Any], names: Sequence[str]) -> list[str]:
     return out
 
 
-def _span(interval: Sequence[float] | None) -> str:
-    """``; lo-hi`` for a retention interval, or nothing (none measured, or the reference itself)."""
+def _span(interval: Sequence[float] | None, sep: str = "; ") -> str:
+    """``; lo-hi`` for a retention interval (bounds rounded outward), or nothing (none measured, or the reference
+    itself)."""
     if not interval:
         return ""
-    return f"; {interval[0]:.3f}-{interval[1]:.3f}"
+    from mbert_edge_export.distill.uncertainty import rounded
+
+    return sep + "{:.3f}-{:.3f}".format(*rounded(interval, 3))
 
 
 def _summary_rows(
@@ -1437,7 +1440,7 @@ def _summary_rows(
         spans, under, close = [], [], []
         for n in names:
             w = summary[n][metric]["worst_kept"] or {}
-            spans.append(f"{w['interval'][0]:.3f}-{w['interval'][1]:.3f}" if w.get("interval") else "-")
+            spans.append(_span(w.get("interval"), "") or "-")
             a = summary[n][metric].get("against_target")
             under.append((", ".join(a["below"]) or "none") if a else "-")
             close.append((", ".join(a["undecided"]) or "none") if a else "-")

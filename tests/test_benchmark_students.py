@@ -115,6 +115,8 @@ def test_targets_met_and_missed_with_margins():
 def test_retention_intervals_from_paired_hits():
     """Hand-made hits: counts per language and entry, intervals around the measured retention, and the worst
     kept language's interval and the languages under or too close to the target in the summary and markdown."""
+    from mbert_edge_export.distill.uncertainty import rounded
+
     ref = np.array([1] * 90 + [0] * 10, dtype=bool)
     weak = ref.copy()
     weak[:8] = False  # 8 of the reference's hits lost: retention 82 / 90
@@ -139,7 +141,8 @@ def test_retention_intervals_from_paired_hits():
         "undecided": [],
     }
     md = S._summary_rows(summary, ["ref", "s"], "retention", "retention")
-    assert f"| **retention: worst kept, 95% interval** | - | {lo:.3f}-{up:.3f} |" in md
+    shown = "{:.3f}-{:.3f}".format(*rounded([lo, up], 3))  # rounded outward
+    assert f"| **retention: worst kept, 95% interval** | - | {shown} |" in md
     assert "| **kept languages under the target beyond sampling error** | - | hi |" in md
     assert "| **kept languages too close to the target to call** | - | none |" in md
 
@@ -203,6 +206,15 @@ def test_quick_run_on_tiny_encoders(bundles, checkpoints, tmp_path):
     assert q["languages"]["en"]["entries"][S.PYTORCH]["retrieval"] is not None  # English: en -> x over kept x
     worst = q["summary"]["tiny-fp32"]["retention"]["worst_kept"]
     assert worst["lang"] in ("en", "de", "ru")
+    from mbert_edge_export.distill.uncertainty import PairedCounts
+
+    for row in q["languages"].values():  # the stored counts give the table's retention
+        for e in row["entries"].values():
+            if "retention_counts" in e:
+                assert sum(e["retention_counts"].values()) == 2 * row["parallel_sentences"]
+                ratio = PairedCounts.from_dict(e["retention_counts"]).ratio
+                assert e["retention"] == (None if ratio is None else pytest.approx(ratio, abs=1e-5))
+    assert "retention_counts" not in q["languages"]["en"]["entries"]["tiny-fp32"]  # the pivot: no interval
     result.update(
         title="tiny",
         command="students.py --quick",
