@@ -61,6 +61,10 @@ def summary(report: dict[str, Any]) -> dict[str, Any]:
             "neighbours@10": _mean(nn),
             "retrieval_ratio_mean": _mean(list(ratio.values())),
             "retrieval_ratio_worst": None if worst_ratio is None else [worst_ratio, ratio[worst_ratio]],
+            # its 95% interval (reports written since 2026-12-02; export/distill/uncertainty.py)
+            "retrieval_ratio_worst_interval": None
+            if worst_ratio is None
+            else rows[worst_ratio].get("retrieval_ratio_interval"),
             "retrieval_mean": _mean([r["retrieval"] for r in rows.values() if r.get("retrieval") is not None]),
             "agreement_mean": _mean(list(agree.values())),  # heads: share of the teacher's labels the student gives
             "agreement_worst": None if worst_agree is None else [worst_agree, agree[worst_agree]],
@@ -84,8 +88,15 @@ def _f(x: float | None, digits: int = 4) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
 
 
-def _worst(pair: list | None, digits: int = 3) -> str:
-    return "-" if pair is None else f"{pair[1]:.{digits}f} ({pair[0]})"
+def _worst(pair: list | None, digits: int = 3, interval: list | None = None) -> str:
+    if pair is None:
+        return "-"
+    return f"{pair[1]:.{digits}f} ({pair[0]}{_span(interval, '; ')})"
+
+
+def _span(interval: list | None, sep: str = " ") -> str:
+    """`` lo-hi`` of a 95% interval where the report has one (bounds as stored: rounded outward)."""
+    return "" if not interval else f"{sep}{interval[0]:.3f}-{interval[1]:.3f}"
 
 
 def _is_heads(result: dict[str, Any]) -> bool:
@@ -120,7 +131,8 @@ def markdown(result: dict[str, Any]) -> str:
     lines += [
         "Each report's evaluation: held-out corpus paragraphs per language (cosine to the teacher, nn@10: share of "
         "the teacher's 10 nearest neighbours the student finds), and the parallel sentences (retrieval looked up "
-        "both ways, as a ratio of the teacher's), all against the teacher in PyTorch fp32.",
+        "both ways, as a ratio of the teacher's, with its 95% interval where the report has one), all against the "
+        "teacher in PyTorch fp32.",
         "",
         "| student | steps | training s | kept: cosine mean / worst | kept: nn@10 | kept: retrieval ratio worst "
         "/ mean | other: nn@10 | other: retrieval |",
@@ -131,7 +143,8 @@ def markdown(result: dict[str, Any]) -> str:
         k, o = s["summary"]["kept"], s["summary"]["other"]
         lines.append(
             f"| {n} | {s['steps']} | {_f(s['train_seconds'], 0)} | {_f(k['cosine_mean'])} / "
-            f"{_worst(k['cosine_worst'], 4)} | {_f(k['neighbours@10'], 3)} | {_worst(k['retrieval_ratio_worst'])} / "
+            f"{_worst(k['cosine_worst'], 4)} | {_f(k['neighbours@10'], 3)} | "
+            f"{_worst(k['retrieval_ratio_worst'], interval=k.get('retrieval_ratio_worst_interval'))} / "
             f"{_f(k['retrieval_ratio_mean'], 3)} | {_f(o['neighbours@10'], 3)} | {_f(o['retrieval_mean'], 3)} |"
         )
     lines += ["", "Per language (cosine / nn@10 / retrieval ratio):", ""]
@@ -139,6 +152,7 @@ def markdown(result: dict[str, Any]) -> str:
         result,
         lambda row: (
             f"{_f(row.get('cosine_mean'))} / {_f(row.get('neighbours@10'), 2)} / {_f(row.get('retrieval_ratio'), 3)}"
+            f"{_span(row.get('retrieval_ratio_interval'))}"
         ),
     )
     return _settings(lines, result)

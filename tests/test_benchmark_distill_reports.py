@@ -59,6 +59,7 @@ def test_summary_and_differing_settings(tmp_path, bench):
         {"de": 0.98, "ja": 0.68},
         relation_weight=0.3,
     )
+    b["evaluation"]["languages"]["de"]["student"]["retrieval_ratio_interval"] = [0.962, 1.007]  # newer reports
     pa, pb = _write(tmp_path, "a", a), _write(tmp_path, "b", b)
     out = tmp_path / "res" / "cmp"
     result = bench.main(["--student", f"plain={pa}", "--student", f"rel={pb}", "--out", str(out)])
@@ -74,6 +75,8 @@ def test_summary_and_differing_settings(tmp_path, bench):
     assert result["differing_settings"] == {"relation_weight": {"plain": 0.0, "rel": 0.3}}
     md = out.with_suffix(".md").read_text()
     assert "| plain | 20 | 12 | 0.9550 / 0.9500 (en) | 0.400 | 0.980 (de) / 0.980 | 0.400 | 0.580 |" in md
+    assert "| 0.990 (de; 0.962-1.007) / 0.990 |" in md  # the worst ratio with its interval, where there is one
+    assert "0.9500 / 0.60 / 0.990 0.962-1.007" in md  # and in the per-language table
     assert "`relation_weight`: plain 0.0, rel 0.3" in md
     assert "plain 2 thread(s); rel 1 thread(s)." in md
     assert json.loads(out.with_suffix(".json").read_text())["students"]["rel"]["steps"] == 20
