@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run  # machine and version facts, shared with the main benchmark
 
 from mbert_edge.manifest import FEATURE_EXTRACTION
+from mbert_edge_export.distill.uncertainty import format_interval
 
 REPORT = "distill_report.json"
 #: the report sections copied into the results (the trim's fidelity tables stay in the checkpoint)
@@ -95,8 +96,8 @@ def _worst(pair: list | None, digits: int = 3, interval: list | None = None) -> 
 
 
 def _span(interval: list | None, sep: str = " ") -> str:
-    """`` lo-hi`` of a 95% interval where the report has one (bounds as stored: rounded outward)."""
-    return "" if not interval else f"{sep}{interval[0]:.3f}-{interval[1]:.3f}"
+    """`` lo-hi`` of a 95% interval where the report has one (rounded outward)."""
+    return "" if not interval else sep + format_interval(interval)
 
 
 def _is_heads(result: dict[str, Any]) -> bool:

@@ -921,19 +921,6 @@ def cold_starts(
 # ------------------------------------------------------------------------------------------------ quality
 
 
-def _retrieval_hits(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per lookup of row-aligned embeddings, whether it finds its row: ``a`` -> ``b``, and back."""
-    sim = a @ b.T
-    target = np.arange(len(a))
-    return sim.argmax(1) == target, sim.argmax(0) == target
-
-
-def _retrieval(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    """Accuracy@1 of row-aligned embeddings: ``a`` -> ``b`` (each row of a finds its row of b) and back."""
-    fwd, back = _retrieval_hits(a, b)
-    return float(fwd.mean()), float(back.mean())
-
-
 def _add_intervals(
     rows: dict[str, dict[str, Any]],
     hits: Mapping[str, Mapping[str, np.ndarray]],
@@ -978,6 +965,8 @@ def embedding_quality(
 ) -> dict[str, Any]:
     """Per language and entry: cosine to the reference on ``paragraphs`` (mean, p5), retrieval accuracy on
     ``parallel`` (en -> x, x -> en, their mean) and its retention (entry / reference)."""
+    from mbert_edge_export.distill.evaluate import retrieval_hits
+
     ref = runners[reference]
     spec = ref.embedding
     prefixes = sorted(set(spec.prefixes.values())) if spec and spec.prefixes else [ref.default_prefix]
@@ -1019,7 +1008,7 @@ def embedding_quality(
             if len(ids) >= 2:
                 a = np.stack([par_emb[name][PIVOT][s] for s in ids])
                 b = np.stack([par_emb[name][lang][s] for s in ids])
-                fwd, back = _retrieval_hits(a, b)
+                fwd, back = retrieval_hits(a, b)
                 hits.setdefault(lang, {})[name] = np.concatenate([fwd, back])
                 e["retrieval_en_x"], e["retrieval_x_en"] = _r(fwd.mean()), _r(back.mean())
                 e["retrieval"] = _r((e["retrieval_en_x"] + e["retrieval_x_en"]) / 2)
@@ -1418,9 +1407,9 @@ def _span(interval: Sequence[float] | None, sep: str = "; ") -> str:
     itself)."""
     if not interval:
         return ""
-    from mbert_edge_export.distill.uncertainty import rounded
+    from mbert_edge_export.distill.uncertainty import format_interval
 
-    return sep + "{:.3f}-{:.3f}".format(*rounded(interval, 3))
+    return sep + format_interval(interval)
 
 
 def _summary_rows(

@@ -43,6 +43,7 @@ from mbert_edge_export.distill.uncertainty import (
     PairedCounts,
     against,
     against_text,
+    format_interval,
     mean_interval,
     proportion_interval,
     ratio_interval,
@@ -116,16 +117,17 @@ def _prefixed(texts: Sequence[str], prefixes: Sequence[str]) -> list[str]:
     return [prefixes[i % len(prefixes)] + t for i, t in enumerate(texts)] if prefixes else list(texts)
 
 
-def retrieval_hits(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per lookup, whether it finds its row: each row of ``a`` among ``b``, then each row of ``b`` among ``a``."""
+def retrieval_hits(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per lookup of row-aligned embeddings, whether it finds its row: each row of ``a`` among ``b``, and each
+    row of ``b`` among ``a``."""
     sim = a @ b.T
     target = np.arange(len(a))
-    return np.concatenate([sim.argmax(1) == target, sim.argmax(0) == target])
+    return sim.argmax(1) == target, sim.argmax(0) == target
 
 
 def retrieval(a: np.ndarray, b: np.ndarray) -> float:
     """Accuracy@1 both ways between row-aligned embeddings ``a`` and ``b``, averaged."""
-    return float(retrieval_hits(a, b).mean())
+    return float(np.concatenate(retrieval_hits(a, b)).mean())
 
 
 def _interval(bounds: tuple[float, float]) -> list[float]:
@@ -232,7 +234,7 @@ def evaluate(
             for m in models:
                 a = np.stack([cache[m.name][PIVOT][s] for s in ids])
                 b = np.stack([cache[m.name][lang][s] for s in ids])
-                hits[m.name] = retrieval_hits(a, b)
+                hits[m.name] = np.concatenate(retrieval_hits(a, b))
                 rows[lang][m.name]["retrieval"] = _round(hits[m.name].mean())
             for c in candidates:
                 counts = PairedCounts.from_hits(hits[c.name], hits[reference.name])
@@ -419,5 +421,4 @@ def _f(x: float | None, digits: int = 4) -> str:
 
 
 def _span(x: Sequence[float] | None) -> str:
-    """An interval at 3 digits, rounded outward."""
-    return "-" if not x else "{:.3f}-{:.3f}".format(*rounded(x, 3))
+    return "-" if not x else format_interval(x)

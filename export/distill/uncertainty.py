@@ -141,6 +141,12 @@ def rounded(bounds: Sequence[float], digits: int = 4) -> list[float]:
     return [float(np.floor(bounds[0] * scale) / scale), float(np.ceil(bounds[1] * scale) / scale)]
 
 
+def format_interval(bounds: Sequence[float], digits: int = 3) -> str:
+    """``lo-hi`` at ``digits`` digits, rounded outward (the form every report and table prints)."""
+    lo, hi = rounded(bounds, digits)
+    return f"{lo:.{digits}f}-{hi:.{digits}f}"
+
+
 def against(intervals: Mapping[str, Sequence[float] | None], threshold: float) -> dict[str, list[str]]:
     """Which languages' retention is above ``threshold`` (the whole interval is), under it (the whole interval
     is), or too close to call with these texts (the threshold inside the interval, or within
@@ -174,6 +180,7 @@ __all__ = [
     "PairedCounts",
     "against",
     "against_text",
+    "format_interval",
     "mean_interval",
     "proportion_draws",
     "proportion_interval",
