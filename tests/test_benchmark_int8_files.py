@@ -27,14 +27,6 @@ def test_retrieval_hand_checked():
     assert retrieval(x, pivot) == pytest.approx((2 / 3 + 1) / 2)
 
 
-def test_parallel_sentences_are_translations():
-    from mbert_edge_export.distill.data import parallel_set
-
-    sentences = parallel_set()
-    assert {"en", "de", "ar", "zh"} <= set(sentences)
-    assert len(sentences["en"]) == 100 and set(sentences["de"]) <= set(sentences["en"])
-
-
 def test_a_file_against_itself(tmp_path, bench, bundles):
     bundle = bundles["feature-extraction"]
     out = tmp_path / "result"
