@@ -70,3 +70,17 @@ def test_scripts(sentences, lang):
             # a few Latin letters are fine (units, brand names), a sentence's worth is an untranslated cell
             assert len(re.findall(LATIN, text)) <= 12, (lang, sid, text)
 
+
+def test_distill_reads_kept_languages_on_the_whole_set(sentences):
+    """``distill`` looks kept languages (and English, the pivot) up on every sentence, the others on the first
+    100 (their retention reports a trim's damage, far from any threshold), and never more than ``limit``."""
+    from mbert_edge_export.distill.data import NOT_KEPT_PARALLEL, evaluation_parallel
+
+    got = evaluation_parallel(["de", "hi", "ko", "tr"], kept=["en", "de", "hi"])
+    assert set(got) == {"en", "de", "hi", "ko", "tr"}
+    assert got["en"] == sentences["en"] and got["hi"] == sentences["hi"] and len(got["de"]) == 700
+    assert NOT_KEPT_PARALLEL == 100 and set(got["ko"]) == {f"s{i:02d}" for i in range(1, 101)}
+    assert got["tr"]["s45"] == sentences["tr"]["s45"]
+    small = evaluation_parallel(["de", "ko"], kept=["de"], limit=8)
+    assert len(small["en"]) == len(small["de"]) == len(small["ko"]) == 8
+    assert len(evaluation_parallel(["ko"], kept=["de"], limit=300)["ko"]) == 100

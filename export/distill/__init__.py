@@ -38,7 +38,7 @@ from mbert_edge.bundle import sha256_file
 from mbert_edge.manifest import TOKEN_CLASSIFICATION
 from mbert_edge_export import bundle_writer
 from mbert_edge_export.distill import pruning
-from mbert_edge_export.distill.data import TrainingData, build_training_data, held_out_texts, parallel_set
+from mbert_edge_export.distill.data import TrainingData, build_training_data, evaluation_parallel, held_out_texts
 from mbert_edge_export.distill.evaluate import Candidate, EvalTexts, evaluate, format_report
 from mbert_edge_export.distill.layers import NAMED_MAPS, make_student, named_map, read_init_student
 from mbert_edge_export.distill.modeling import TextEncoder, collate, length_batches, run
@@ -294,7 +294,7 @@ def distill(
     log.info("evaluating on held-out text")
     kept = list(settings.languages) if settings.languages else list(settings.eval_languages)
     eval_langs = sorted(set(kept) | set(settings.eval_languages))
-    parallel = {k: v for k, v in parallel_set(settings.parallel_sentences).items() if k in eval_langs or k == "en"}
+    parallel = evaluation_parallel(eval_langs, kept, settings.parallel_sentences)
     eval_texts = EvalTexts(held_out_texts(eval_langs, settings.eval_texts), parallel, data.held_out_user)
     reference = Candidate("teacher", loaded.model, TextEncoder(loaded.tokenizer, settings.max_length))
     candidates = []

@@ -20,6 +20,7 @@ import logging
 import math
 import random
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -41,6 +42,10 @@ USER_SHARE = 0.75  #: at most this share of max_texts comes from the user's file
 #: no language gets more than this many times its (weighted) fair share: English has ~9x the text of others
 LANGUAGE_CAP = 3.0
 PARALLEL_FILE = "parallel_eval.tsv"
+#: languages that are not kept are looked up on the parallel set's first this many sentences only: their
+#: retention reports how a trim degrades them (0.02-0.8 of the teacher's), far from any threshold, and the full
+#: set for every language would add minutes of evaluation to each ``distill`` run
+NOT_KEPT_PARALLEL = 100
 
 
 @dataclass
@@ -288,3 +293,14 @@ def parallel_set(limit: int | None = None) -> dict[str, dict[str, str]]:
         keep = set(order[:limit])
         out = {lang: {k: v for k, v in d.items() if k in keep} for lang, d in out.items()}
     return out
+
+
+def evaluation_parallel(
+    languages: Sequence[str], kept: Sequence[str], limit: int | None = None
+) -> dict[str, dict[str, str]]:
+    """The parallel sentences ``distill`` judges ``languages`` on: English (the pivot) and the kept languages on
+    the first ``limit`` sentences (all by default), the others on at most :data:`NOT_KEPT_PARALLEL`."""
+    full = parallel_set(limit)
+    short = parallel_set(NOT_KEPT_PARALLEL if limit is None else min(limit, NOT_KEPT_PARALLEL))
+    wanted = set(languages) | set(kept) | {"en"}
+    return {lang: (full if lang in kept or lang == "en" else short)[lang] for lang in full if lang in wanted}

@@ -1,9 +1,10 @@
 """How sure a per-language retention figure is, given how few held-out texts measured it.
 
-Retention figures are ratios of counts on small held-out sets: 100 parallel sentences looked up both ways per
-language, ~30 held-out paragraphs per language. One lookup of 200 moves a retrieval ratio by ~0.005 and one
-paragraph of 29 moves a topic accuracy by 0.034, so a gap of that size between a student and a 97% target can be
-the sample, not the model. This module puts an interval on each figure, from the same counts:
+Retention figures are ratios of counts on small held-out sets: parallel sentences looked up both ways per
+language (700 since 2026-12-02, 100 before), ~30 held-out paragraphs per language. One lookup of 200 moves a
+retrieval ratio by ~0.005 and one paragraph of 29 moves a topic accuracy by 0.034, so a gap of that size between
+a student and a 97% target can be the sample, not the model. This module puts an interval on each figure, from
+the same counts:
 
 * **Paired hits** (the candidate and the reference scored on the same units: lookups, paragraphs) fall into four
   cells: both right, only the candidate right, only the reference right, neither. Their probabilities get a
@@ -22,7 +23,7 @@ the sample, not the model. This module puts an interval on each figure, from the
 
 Limits, stated where the figures are read:
 
-* Units are treated as independent. A lookup among the same 100 sentences is not quite, and the words of one text
+* Units are treated as independent. A lookup among the same sentences is not quite, and the words of one text
   (taggers) are far from it, so those intervals are narrower than they should be.
 * Coverage is ~95% at 200 units. At 25-30 units, where the candidate only loses, it is 91-94%: the prior's half
   count in the empty "only the candidate right" cell pulls the interval toward 1.
