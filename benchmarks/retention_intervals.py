@@ -42,6 +42,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--languages", default="en,de,fr,es,ru,zh,ar,hi", help="kept languages")
     ap.add_argument("--other-languages", default="pt,ja,ko", help="languages not kept, measured too")
+    ap.add_argument(
+        "--parallel-limit",
+        type=int,
+        default=None,
+        metavar="N",
+        help="only the first N sentences of the parallel set (default: all; 100: the set before 2026-12-02)",
+    )
     ap.add_argument("--out", type=Path, required=True, help="output path without suffix (.json and .md written)")
     args = ap.parse_args(argv)
     try:
@@ -57,9 +64,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def quality(runners: dict[str, Any], reference: str, kept: list[str], others: list[str]) -> dict[str, Any]:
-    """The quality section of ``students.py`` for ``runners``, with the benchmark's default texts."""
-    settings = students.Settings()
+def quality(
+    runners: dict[str, Any], reference: str, kept: list[str], others: list[str], parallel_limit: int | None = None
+) -> dict[str, Any]:
+    """The quality section of ``students.py`` for ``runners``, with the benchmark's default texts (the first
+    ``parallel_limit`` parallel sentences, or all)."""
+    settings = students.Settings(parallel_limit=parallel_limit)
     langs = kept + [x for x in others if x not in kept]
     task = runners[reference].task
     if task == FEATURE_EXTRACTION:
@@ -109,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     with students.teacher_checkpoint(args.teacher_checkpoint) as ckpt:
         runners = students.load_runners(args.bundles, ckpt, args.threads)
         names = list(runners)
-        q = quality(runners, args.reference, kept, others)
+        q = quality(runners, args.reference, kept, others, args.parallel_limit)
     result = {
         "out": args.out.name,
         "command": shlex.join([Path(sys.argv[0]).as_posix(), *(sys.argv[1:] if argv is None else argv)]),

@@ -46,8 +46,8 @@ What is measured:
   Topic classifiers: accuracy on the held-out paragraphs of the ten-topic task (``export/topics.py``),
   agreement with the reference's labels, retention = accuracy / the reference's accuracy. The worst kept
   language is reported next to the mean. Each retention gets a 95% interval from the paired counts behind it
-  (``export/distill/uncertainty.py``; ~200 lookups or ~30 paragraphs per language leave a few points of
-  sampling error), and the kept languages are sorted into above the 97% target, under it, and too close to
+  (``export/distill/uncertainty.py``; 1,400 lookups or ~30 paragraphs per language leave one to a few points
+  of sampling error), and the kept languages are sorted into above the 97% target, under it, and too close to
   call with these texts.
 * **Ratios**: each entry's speed relative to the teacher's INT8 bundle (``--int8-baseline``) and to the
   teacher in PyTorch fp32 (their time / the entry's time: above 1 is faster), per shape; the issue's targets
@@ -1328,6 +1328,7 @@ def quality_markdown(q: Mapping[str, Any], names: Sequence[str]) -> list[str]:
 
     summary = q["summary"]
     if q["task"] == FEATURE_EXTRACTION:
+        n_sentences = max((r.get("parallel_sentences", 0) for x, r in rows.items() if x != PIVOT), default=0)
         out += [
             f"## Quality per language (reference: {q['reference']})",
             "",
@@ -1335,7 +1336,7 @@ def quality_markdown(q: Mapping[str, Any], names: Sequence[str]) -> list[str]:
             "the retention (mean of both directions / the reference's) with its 95% interval where the entry is "
             "not the reference. English is the pivot of every pair: its row is English -> x averaged over the other "
             "kept languages, with no interval (its lookups are the other rows' English -> x ones again, of the same "
-            "100 English sentences).",
+            f"{n_sentences} English sentences).",
             "",
             head,
             sep,
