@@ -84,3 +84,20 @@ def test_distill_reads_kept_languages_on_the_whole_set(sentences):
     small = evaluation_parallel(["de", "ko"], kept=["de"], limit=8)
     assert len(small["en"]) == len(small["de"]) == len(small["ko"]) == 8
     assert len(evaluation_parallel(["ko"], kept=["de"], limit=300)["ko"]) == 100
+
+
+def test_no_sentence_is_in_the_corpus(sentences):
+    """Evaluation-only: no parallel sentence occurs in its language's ``dataset-build`` text (training, held-out
+    and vocabulary-mining paragraphs alike), so no training or mining step has seen it."""
+    from mbert_edge_export import corpus
+
+    available = set(corpus.available_languages())
+    checked = 0
+    for lang, by_id in sentences.items():
+        if lang not in available:
+            continue
+        text = "\n".join(p.text for p in corpus.paragraphs(lang))
+        assert len(text) > 10_000, lang
+        assert [k for k, s in by_id.items() if s in text] == [], lang
+        checked += 1
+    assert checked == len(sentences) == 14  # every language of the set has a corpus folder
