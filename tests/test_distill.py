@@ -357,7 +357,10 @@ def test_retention_gate_fails_when_set_impossibly_high(teacher4, tmp_path):
     assert sorted(groups["above"] + groups["below"] + groups["undecided"]) == sorted(g["intervals"])
     for lang, (lo, hi) in g["intervals"].items():
         student = report["evaluation"]["languages"][lang]["student"]
-        assert lo - 1e-9 <= student["retention"] <= hi + 1e-9 or student["retention"] == 1.0
+        # at a ratio of exactly 0 or 1 (no lookup won, or none lost) Jeffreys' half counts keep the interval off
+        # the point itself; the tiny smoke student lands on 0 in some runs (thread counts change its weights)
+        assert lo - 1e-9 <= student["retention"] <= hi + 1e-9 or student["retention"] in (0.0, 1.0)
+        assert 0.0 <= lo <= hi
     from mbert_edge_export.distill.evaluate import format_report
 
     assert f"sampling error: {g['worst_language']}'s retention lies in" in format_report(report)
