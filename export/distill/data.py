@@ -301,6 +301,10 @@ def evaluation_parallel(
     """The parallel sentences ``distill`` judges ``languages`` on: English (the pivot) and the kept languages on
     the first ``limit`` sentences (all by default), the others on at most :data:`NOT_KEPT_PARALLEL`."""
     full = parallel_set(limit)
-    short = parallel_set(NOT_KEPT_PARALLEL if limit is None else min(limit, NOT_KEPT_PARALLEL))
+    first = set(list(full.get("en", {}))[:NOT_KEPT_PARALLEL])  # the pivot's ids in file order
     wanted = set(languages) | set(kept) | {"en"}
-    return {lang: (full if lang in kept or lang == "en" else short)[lang] for lang in full if lang in wanted}
+    return {
+        lang: sents if lang in kept or lang == "en" else {k: v for k, v in sents.items() if k in first}
+        for lang, sents in full.items()
+        if lang in wanted
+    }

@@ -23,9 +23,8 @@ the gate (``min_retention``) is judged on the worst kept language, not the mean.
 
 Each retrieval ratio, agreement and mean cosine also gets its 95% interval from the counts behind it
 (``uncertainty.py``: 700 sentences and ~30 paragraphs per language leave one to a few points of sampling
-error), and
-the gate each kept language's retention interval and which kept languages are under the threshold beyond
-sampling error or too close to call. The verdict itself stays on the measured figure.
+error), and the gate each kept language's retention interval and which kept languages are under the threshold
+beyond sampling error or too close to call. The verdict itself stays on the measured figure.
 """
 
 from __future__ import annotations
