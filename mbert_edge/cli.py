@@ -230,6 +230,27 @@ def _parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--no-corpus", action="store_true", help="train on --data only, without the dataset-build corpus")
     d.add_argument(
+        "--parallel",
+        action="append",
+        metavar="FILE",
+        help="translation pairs (.tsv: a header of language codes, source first, e.g. 'en<TAB>de'; then one "
+        "pair per row), repeatable; each translation is trained towards the teacher's vector of its source "
+        "(multilingual distillation); 'builtin': the project's English pairs with de, fr, es, ru, zh, ar, hi, "
+        "for the kept languages (the default preset adds those by itself)",
+    )
+    d.add_argument(
+        "--parallel-weight",
+        type=int,
+        metavar="N",
+        help="train on each translation pair N times per pass, a larger share of the steps (default preset: 2)",
+    )
+    d.add_argument(
+        "--no-builtin-pairs",
+        action="store_true",
+        help="leave out the project's translation pairs of the kept languages, which the default preset adds for "
+        "sentence-embedding teachers",
+    )
+    d.add_argument(
         "--vocab-corpus", type=Path, action="append", metavar="FILE", help="with --languages: your text to mine too"
     )
     d.add_argument("--vocab-coverage", type=float, help="with --languages: as for export (default 1.0)")
@@ -911,6 +932,9 @@ def _cmd_distill(args: argparse.Namespace) -> int:
         "time_budget": args.time_budget,
         "max_texts": args.max_texts,
         "augment": args.augment,
+        "parallel": args.parallel,
+        "parallel_weight": args.parallel_weight,
+        "builtin_pairs": False if args.no_builtin_pairs else None,
         "batch_size": args.batch_size,
         "lr": args.lr,
         "max_length": args.max_length,

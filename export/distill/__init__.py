@@ -191,12 +191,16 @@ def distill(
     pooling = loaded.embedding.pooling if loaded.embedding else "mean"
     prefixes = list(teacher_src.embedding.prefixes.values()) if teacher_src.embedding else []
     encoder = TextEncoder(teacher_src.tokenizer, settings.max_length)
-    texts = [(prefixes[i % len(prefixes)] if prefixes else "") + t.text for i, t in enumerate(data.items)]
+    prompts = [prefixes[i % len(prefixes)] if prefixes else "" for i in range(len(data.items))]
+    texts = [prompt + t.text for prompt, t in zip(prompts, data.items, strict=True)]
+    # a translation (--parallel) is trained towards the teacher's vector of its source, under the same prompt
+    sources = {i: prompts[i] + t.target_text for i, t in enumerate(data.items) if t.target_text is not None}
     teacher_model, teacher_ids, teacher_pad = teacher_src.model, None, None
     if untrimmed_targets and teacher_src is not loaded:
         # the teacher reads exactly the span the student reads: a trimmed tokenizer needs more pieces, so a
         # long text is cut earlier for the student, and the teacher gets the text cut at the same place
         ids, spans = encoder.ids_and_spans(texts)
+        spans = [sources.get(i, span) for i, span in enumerate(spans)]  # a source: whole, cut at its own length
         original = TextEncoder(loaded.tokenizer, settings.max_length)
         teacher_model, teacher_ids, teacher_pad = loaded.model, original.ids(spans), original.pad_id
         log.info(
@@ -209,6 +213,12 @@ def distill(
         )
     else:
         ids = encoder.ids(texts)
+        if sources:  # same tokenizer for both: only the translations' targets read other text
+            teacher_ids = [list(x) for x in ids]
+            for i, x in zip(sources, encoder.ids(list(sources.values())), strict=True):
+                teacher_ids[i] = x
+    if sources:
+        log.info("%d translations trained towards their source's teacher vector (--parallel)", len(sources))
 
     auto_scores = None
     if state is not None:
@@ -488,6 +498,8 @@ def _texts_sha256(data: TrainingData) -> str:
     h = hashlib.sha256()
     for t in data.items:
         h.update(f"{t.lang}\t{t.label}\t{t.text}\n".encode())
+        if t.target_text is not None:
+            h.update(f"target\t{t.target_text}\n".encode())
     return h.hexdigest()
 
 

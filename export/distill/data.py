@@ -6,7 +6,9 @@ from the ``dataset-build`` corpus: training paragraphs and their sentences (shor
 and passages come), spread over every language of the corpus with the named languages weighted up
 (``kept_weight``) and no language, English included, above its share. User texts come first; when the corpus
 is on they fill at most three quarters of ``max_texts``. With ``augment`` > 0 each kept language also gets that
-many augmented variants per corpus text it was given (:mod:`.augment`), on top of ``max_texts``.
+many augmented variants per corpus text it was given (:mod:`.augment`), on top of ``max_texts``. Translation
+pairs (``parallel``, :mod:`.bitext`) come on top too: each source as a text of its own, each translation as a
+text whose target is the teacher's output for its source (:attr:`TrainingText.target_text`).
 
 Evaluation text never meets training: corpus paragraphs come from :func:`corpus.held_out_paragraphs`, a
 user's text that is corpus text keeps the corpus's split (:func:`corpus.split_of`) and the rest is split by
@@ -27,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from mbert_edge.bundle import sha256_file
-from mbert_edge.manifest import TEXT_CLASSIFICATION
+from mbert_edge.manifest import FEATURE_EXTRACTION, TEXT_CLASSIFICATION
 from mbert_edge_export import corpus
-from mbert_edge_export.distill import augment
+from mbert_edge_export.distill import augment, bitext
 from mbert_edge_export.distill.settings import DistillSettings, TeacherInfo
 from mbert_edge_export.errors import DistillError, ExportError
 from mbert_edge_export.languages import LANGUAGES
@@ -55,6 +57,8 @@ class TrainingText:
     text: str
     lang: str
     label: int | None = None
+    #: the text whose teacher output is this text's target (a translation's source, :mod:`.bitext`); None: itself
+    target_text: str | None = None
 
 
 @dataclass
@@ -230,6 +234,13 @@ def build_training_data(settings: DistillSettings, teacher: TeacherInfo) -> Trai
             log.warning(
                 "the corpus has no text in %s: the student learns those languages only from --data", ", ".join(missing)
             )
+    pair_files: list[dict[str, Any]] = []
+    applies = teacher.task == FEATURE_EXTRACTION and settings.hidden_weight == 0
+    pair_paths = bitext.files_for(settings.parallel, settings.languages, settings.builtin_pairs, applies)
+    if pair_paths:
+        evaluation = {s for sents in parallel_set().values() for s in sents.values()}
+        pairs, pair_files = bitext.read_all(pair_paths, evaluation)
+        items += [TrainingText(p.text, p.lang, target_text=p.target_text) for p in pairs] * settings.parallel_weight
     if not items:
         where = ", ".join(str(p) for p in settings.data_files) or "the corpus"
         raise DistillError(f"no training text in {where}: give --data files with text, or use the corpus")
@@ -253,6 +264,7 @@ def build_training_data(settings: DistillSettings, teacher: TeacherInfo) -> Trai
             else None
         ),
         "texts_per_language": dict(sorted(counts.items())),
+        "parallel": pair_files or None,
     }
     return TrainingData(items, user_held, summary)
 
