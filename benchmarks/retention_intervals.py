@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -121,11 +120,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         names = list(runners)
         q = quality(runners, args.reference, kept, others, args.parallel_limit)
     result = {
-        "out": args.out.name,
-        "command": shlex.join([Path(sys.argv[0]).as_posix(), *(sys.argv[1:] if argv is None else argv)]),
-        "machine": students.machine(),
-        "versions": students.versions(),
-        "started": started,
+        **students.run_header(args.out, argv, started),
         "reference": args.reference,
         "names": names,
         "quality": q,

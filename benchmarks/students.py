@@ -1687,6 +1687,17 @@ def plot(result: Mapping[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def run_header(out: Path, argv: Sequence[str] | None, started: str) -> dict[str, Any]:
+    """What every result file starts with: its name, the command that made it, the machine, versions, start time."""
+    return {
+        "out": out.name,
+        "command": shlex.join([Path(sys.argv[0]).as_posix(), *(sys.argv[1:] if argv is None else argv)]),
+        "machine": machine(),
+        "versions": versions(),
+        "started": started,
+    }
+
+
 def write_result(out: Path, result: Mapping[str, Any], md: str) -> None:
     """``<out>.json`` and ``<out>.md`` (folders made as needed); the markdown is printed too."""
     out.parent.mkdir(parents=True, exist_ok=True)
