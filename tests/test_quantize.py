@@ -95,14 +95,20 @@ def test_onnxruntime_keeps_layer_norm_unfused(tmp_path, dynamic_bundle):
 
 def test_dynamic_node_types_and_manifest(dynamic_bundle):
     counts = op_counts(dynamic_bundle / "model.int8.onnx")
-    assert counts["QAttention"] == LAYERS and counts["BitShift"] == 3  # the 4-bit word table (embedding.py)
+    m = Manifest.read(dynamic_bundle / "manifest.json")
+    # the accuracy gate may keep node groups in fp32, and whether it does depends on the CPU the export ran on
+    # (ONNX Runtime's u8s8 kernels saturate on AVX2 without VNNI, so the tiny random model's INT8 error is larger
+    # there): every node it kept is named in the manifest, and the graph holds exactly those in float
+    kept = set(m.fidelity["int8"]["settings"]["fp32_nodes"])
+    graph = onnx.load(str(dynamic_bundle / "model.int8.onnx")).graph
+    float_nodes = {n.name for n in graph.node if n.op_type in ("MatMul", "Attention")}
+    assert float_nodes == kept
+    assert counts["QAttention"] + counts["Attention"] == LAYERS and counts["BitShift"] == 3  # 4-bit word table
     # attention output, FFN in, FFN out: integer GEMMs that rescale in the kernel (integer_matmul.py), their
     # inputs quantized with the fixed ranges, no Cast/Mul chain left behind
-    assert counts["MatMulIntegerToFloat"] == 3 * LAYERS and counts["MatMulInteger"] == 0
+    assert counts["MatMulIntegerToFloat"] + counts["MatMul"] == 3 * LAYERS and counts["MatMulInteger"] == 0
     assert counts["DynamicQuantizeLinear"] == 0
-    assert counts["Attention"] == 0 and counts["MatMul"] == 0
 
-    m = Manifest.read(dynamic_bundle / "manifest.json")
     files = {f.precision: f for f in m.model_files()}
     assert set(files) == {"int8", "fp32"} and files["int8"].path == "model.int8.onnx"
     int8 = m.fidelity["int8"]
@@ -482,7 +488,11 @@ def test_openvino_target_node_types_and_manifest(openvino_bundle):
     matmuls = [n for n in graph.node if n.op_type == "MatMul"]
     assert len(matmuls) == 8 * LAYERS  # Q, K, V, Q·Kᵀ, softmax·V, attention output, FFN in, FFN out
     quantized = [n for n in matmuls if all(source(i) == "DequantizeLinear" for i in n.input)]
-    assert len(quantized) == 7 * LAYERS  # all but softmax·V (NNCF keeps softmax outputs in float)
+    # all but softmax·V (NNCF keeps softmax outputs in float) and the matmuls the accuracy gate kept in fp32 (on
+    # some CPUs; see test_dynamic_node_types_and_manifest), which the manifest names
+    kept = set(Manifest.read(openvino_bundle / "manifest.json").fidelity["int8"]["settings"]["fp32_nodes"])
+    assert kept <= {n.name for n in matmuls} and not kept & {n.name for n in quantized}
+    assert len(quantized) == 7 * LAYERS - len(kept)
     assert all(any(source(i) == "Softmax" for i in n.input) for n in matmuls if n not in quantized)
     weights = {t.name: t for t in graph.initializer}
     word_gather = next(n for n in graph.node if n.op_type == "Gather" and "word_embeddings" in n.name)
