@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -11,6 +9,7 @@ import mbert_edge
 from mbert_edge.errors import BackendUnavailableError
 from mbert_edge_export import export_bundle
 from mbert_edge_export.quantize.gated import QuantizeSettings
+from tests.conftest import has_vnni
 
 pytest.importorskip("openvino")
 
@@ -62,21 +61,11 @@ def test_openvino_matches_onnxruntime(static_bundle):
     # Without int8 dot-product instructions (AVX2 only) the u8s8 kernels can saturate (ONNX Runtime documents it;
     # OpenVINO's AVX2 path measured 0.086 from fp32 on this tiny random model, ONNX Runtime's 0.021): there both
     # are held only to a bound that a wrong graph (outputs unrelated to fp32's) would still break
-    if _has_vnni():
+    if has_vnni():
         assert np.abs(ov - ort).mean() <= 0.03 and np.abs(ov - ort).max() <= 0.15
         assert np.abs(ov - fp32).mean() <= 1.5 * np.abs(ort - fp32).mean() + 0.005
     else:
         assert np.abs(ov - fp32).mean() <= 0.15 and np.abs(ort - fp32).mean() <= 0.15
-
-
-def _has_vnni() -> bool:
-    """Whether this CPU has int8 dot-product instructions (AVX512-VNNI, AVX-VNNI or AMX), read from /proc/cpuinfo."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
-    except OSError:
-        return True  # not Linux: keep the stricter check
-    flags = set(next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), []))
-    return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
 
 
 def test_auto_never_picks_openvino(static_bundle):
