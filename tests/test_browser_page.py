@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import mbert_edge
-from tests.conftest import corpus_lines
+from tests.conftest import corpus_lines, has_vnni
 from tests.test_node_parity import EDGE_TEXTS, _node, predictor_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,8 +109,9 @@ def check_against_python(result: dict, model, texts: list[str] | None = None) ->
         tol = 1e-5
         assert [r["index"] for r in result["ranking"]] == order.tolist()
     else:  # INT8 with quantized activations: same nearest sentence, close vectors
-        tol = 5e-2
-        assert measured["min_cosine"] > 0.99
+        # an AVX2-only host's u8s8 kernels saturate (Python's reference moves; measured 0.978 on the tiny model)
+        tol = 5e-2 if has_vnni() else 1e-1
+        assert measured["min_cosine"] > (0.99 if has_vnni() else 0.96)
     np.testing.assert_allclose(both[0], both[1], atol=tol, rtol=0)
     if texts is not None:
         ours = [e.ids for e in model.tokenizer.encode([prefix + t for t in texts])]

@@ -78,6 +78,24 @@ DEFAULT_TEXTS = [
 FP32_ABS, FP32_COS = 1e-4, 0.99999
 INT8_ABS, INT8_COS = 1e-3, 0.9999
 DEFAULT_COS_MIN, DEFAULT_COS_MEAN = 0.99, 0.998
+
+
+def _x86_has_vnni() -> bool:
+    """Whether the x86 reference host has int8 dot-product instructions (AVX512-VNNI, AVX-VNNI, AMX)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+    except OSError:
+        return True
+    flags = set(next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), []))
+    return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
+if not _x86_has_vnni():
+    # an AVX2-only x86 reference: MLAS's u8s8 kernels saturate there (ONNX Runtime's documented caveat), so the
+    # x86 INT8 results themselves move (measured 2026-12-02 on an AVX2 EPYC: tiny INT8 min cosine 0.9899, the
+    # default's 0.9896, mean 0.9957); aarch64 is then held to what that reference allows, not to rounding flips
+    INT8_ABS, INT8_COS = 1e-1, 0.985
+    DEFAULT_COS_MIN, DEFAULT_COS_MEAN = 0.985, 0.993
 SCORE_ABS = 1e-4
 
 
