@@ -185,13 +185,3 @@ def _openvino_cache_in_tmp(tmp_path_factory):
         os.environ.pop("MBERT_EDGE_OPENVINO_CACHE", None)
     else:
         os.environ["MBERT_EDGE_OPENVINO_CACHE"] = old
-
-
-def has_vnni() -> bool:
-    """Whether this CPU has int8 dot-product instructions (AVX512-VNNI, AVX-VNNI or AMX), read from /proc/cpuinfo."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
-    except OSError:
-        return True  # not Linux: keep the stricter check
-    flags = set(next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), []))
-    return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})

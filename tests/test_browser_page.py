@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 
 import mbert_edge
-from tests.conftest import corpus_lines, has_vnni
+from tests.conftest import corpus_lines
+from tests.cpu_features import has_vnni
 from tests.test_node_parity import EDGE_TEXTS, _node, predictor_for
 
 ROOT = Path(__file__).resolve().parents[1]

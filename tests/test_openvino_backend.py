@@ -9,7 +9,7 @@ import mbert_edge
 from mbert_edge.errors import BackendUnavailableError
 from mbert_edge_export import export_bundle
 from mbert_edge_export.quantize.gated import QuantizeSettings
-from tests.conftest import has_vnni
+from tests.cpu_features import has_vnni
 
 pytest.importorskip("openvino")
 

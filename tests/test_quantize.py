@@ -15,7 +15,7 @@ from mbert_edge_export import ExportError, export_bundle
 from mbert_edge_export.optimize import optimize_graph
 from mbert_edge_export.quantize import calibration, gate
 from mbert_edge_export.quantize.gated import QuantizationGateError, QuantizeSettings, quantize_with_gate
-from tests.conftest import has_vnni
+from tests.cpu_features import has_vnni
 
 LAYERS = 2  # the tiny models of conftest
 

@@ -98,9 +98,10 @@ def check_files(specs: Sequence[str | Path]) -> None:
         read_header(path)
 
 
-def read_header(path: Path) -> list[str]:
-    """The language codes of ``path``'s header line; :class:`DistillError` when it is not one."""
-    for line in _lines(path):
+def read_header(path: Path, lines: Sequence[str] | None = None) -> list[str]:
+    """The language codes of ``path``'s header line (from ``lines``, its :func:`_lines`, when given);
+    :class:`DistillError` when it is not one."""
+    for line in _lines(path) if lines is None else lines:
         codes = [c.strip().lower() for c in line.split("\t")]
         bad = [c for c in codes if c not in LANGUAGES]
         if len(codes) < 2 or bad:
@@ -125,11 +126,12 @@ def read_pairs(path: Path, evaluation: set[str]) -> tuple[list[Pair], dict[str, 
 
     A row that holds a sentence of ``evaluation`` is dropped whole (warned), as is a row without a source.
     """
-    codes = read_header(path)
+    lines = _lines(path)
+    codes = read_header(path, lines)
     out: list[Pair] = []
     per_lang: dict[str, int] = {}
     dropped_eval = 0
-    for n, line in enumerate(_lines(path)[1:], 2):
+    for n, line in enumerate(lines[1:], 2):
         cells = [c.strip() for c in line.split("\t")]
         if len(cells) > len(codes):
             raise DistillError(

@@ -79,23 +79,12 @@ FP32_ABS, FP32_COS = 1e-4, 0.99999
 INT8_ABS, INT8_COS = 1e-3, 0.9999
 DEFAULT_COS_MIN, DEFAULT_COS_MEAN = 0.99, 0.998
 
-
-def _x86_has_vnni() -> bool:
-    """Whether the x86 reference host has int8 dot-product instructions (AVX512-VNNI, AVX-VNNI, AMX)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
-    except OSError:
-        return True
-    flags = set(next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), []))
-    return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
-
-
-if not _x86_has_vnni():
-    # an AVX2-only x86 reference: MLAS's u8s8 kernels saturate there (ONNX Runtime's documented caveat), so the
-    # x86 INT8 results themselves move (measured 2026-12-02 on an AVX2 EPYC: tiny INT8 min cosine 0.9899, the
-    # default's 0.9896, mean 0.9957); aarch64 is then held to what that reference allows, not to rounding flips
-    INT8_ABS, INT8_COS = 1e-1, 0.985
-    DEFAULT_COS_MIN, DEFAULT_COS_MEAN = 0.985, 0.993
+#: an AVX2-only x86 reference (no VNNI or AMX): MLAS's u8s8 kernels saturate there (ONNX Runtime's documented
+#: caveat), so the x86 INT8 results themselves move (measured 2026-12-02 on an AVX2 EPYC: tiny INT8 min cosine
+#: 0.9899, the default's 0.9896, mean 0.9957); aarch64 is then held to what that reference allows. Decided on the
+#: x86 side (``record`` stores it): under qemu, /proc/cpuinfo is not the x86 host's
+AVX2_INT8_ABS, AVX2_INT8_COS = 1e-1, 0.985
+AVX2_DEFAULT_COS_MIN, AVX2_DEFAULT_COS_MEAN = 0.985, 0.993
 SCORE_ABS = 1e-4
 
 
@@ -193,6 +182,11 @@ def verify(ref: Path, default_bundle: Path, expected: Path, dump: Path | None) -
         failures.append(f"the aarch64 environment has {heavy}: the runtime must work without them")
     want = json.loads(expected.read_text(encoding="utf-8"))
     print(f"against x86_64 results of onnxruntime {want.pop('onnxruntime')} ({expected.name})")
+    int8_abs, int8_cos, default_min, default_mean = INT8_ABS, INT8_COS, DEFAULT_COS_MIN, DEFAULT_COS_MEAN
+    if not want.pop("x86_int8_dot_product", True):
+        int8_abs, int8_cos = AVX2_INT8_ABS, AVX2_INT8_COS
+        default_min, default_mean = AVX2_DEFAULT_COS_MIN, AVX2_DEFAULT_COS_MEAN
+        print("the x86 reference has no VNNI/AMX (its INT8 saturates): INT8 tolerances widened to what it allows")
     t0 = time.perf_counter()
     got = all_results(ref, default_bundle)
     if dump:
@@ -204,9 +198,9 @@ def verify(ref: Path, default_bundle: Path, expected: Path, dump: Path | None) -
             continue
         if w["task"] == "feature-extraction":
             if name == DEFAULT:
-                errors, summary = compare_embeddings(g["result"], w["result"], None, DEFAULT_COS_MIN, DEFAULT_COS_MEAN)
+                errors, summary = compare_embeddings(g["result"], w["result"], None, default_min, default_mean)
             elif w["precision"] == "int8":
-                errors, summary = compare_embeddings(g["result"], w["result"], INT8_ABS, INT8_COS)
+                errors, summary = compare_embeddings(g["result"], w["result"], int8_abs, int8_cos)
             else:
                 errors, summary = compare_embeddings(g["result"], w["result"], FP32_ABS, FP32_COS)
         else:
@@ -259,9 +253,12 @@ def bundles(ref: Path) -> int:
 def record(ref: Path, default_bundle: Path, expected: Path) -> int:
     import onnxruntime
 
-    out = {"onnxruntime": onnxruntime.__version__, **all_results(ref, default_bundle)}
+    from tests.cpu_features import has_vnni
+
+    results = all_results(ref, default_bundle)
+    out = {"onnxruntime": onnxruntime.__version__, "x86_int8_dot_product": has_vnni(), **results}
     expected.write_text(json.dumps(out, ensure_ascii=False), encoding="utf-8")
-    print(f"x86_64 results (onnxruntime {onnxruntime.__version__}) of {len(out) - 1} bundles in {expected}")
+    print(f"x86_64 results (onnxruntime {onnxruntime.__version__}) of {len(results)} bundles in {expected}")
     return 0
 
 
