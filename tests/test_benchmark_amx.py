@@ -22,12 +22,12 @@ pytestmark = pytest.mark.skipif(
 A = load_script(Path(__file__).resolve().parents[1] / "benchmarks" / "amx.py", "bench_amx")
 
 PROBE = """
-import ctypes, json
+import ctypes, json, os
 libc = ctypes.CDLL(None, use_errno=True)
 r = libc.syscall(158, 0x1023, 18)  # arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)
 e = ctypes.get_errno()
 pid = libc.syscall(39)  # getpid: every other call goes through
-print(json.dumps({"result": r, "errno": e, "pid_ok": pid == __import__("os").getpid()}))
+print(json.dumps({"result": r, "errno": e, "pid_ok": pid == os.getpid()}))
 """
 
 
