@@ -175,6 +175,28 @@ def test_unknown_preset_and_setting(teacher4, tmp_path):
         distill(str(teacher4), tmp_path / "o", 2, preset="smoke", learning_rate=1.0)
 
 
+def test_long_preset_is_the_default_recipe_for_fixed_steps():
+    from mbert_edge.cli import _parser
+    from mbert_edge_export.distill.settings import PRESETS, make_settings
+
+    codes = ["en", "hi"]
+    default, long = make_settings("default", 6, languages=codes), make_settings("long", 6, languages=codes)
+    assert (default.steps, default.time_budget) == (None, 25.0)
+    assert (long.steps, long.time_budget) == (2700, None)
+    differ = {k for k, v in long.recipe().items() if default.recipe()[k] != v}
+    assert differ == {"steps", "time_budget", "preset"}
+    # the same student as the default preset told to make 2,700 steps without a budget (what was measured)
+    measured = make_settings("default", 6, languages=codes, steps=2700, time_budget=0)
+    assert long.fingerprint_fields() == measured.fingerprint_fields()
+    # a budget given on the command line still applies, and 0 still means none
+    assert make_settings("long", 6, time_budget=60.0).time_budget == 60.0
+    assert make_settings("default", 6, time_budget=0).time_budget is None
+    # the CLI offers exactly the presets there are
+    distill_cli = _parser()._subparsers._group_actions[0].choices["distill"]
+    preset = next(a for a in distill_cli._actions if a.dest == "preset")
+    assert sorted(preset.choices) == sorted(PRESETS)
+
+
 # -- training ----------------------------------------------------------------------------------------------
 
 

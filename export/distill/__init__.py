@@ -87,7 +87,7 @@ def distill(
 
     ``languages`` (ISO 639-1) trims the vocabulary first, weights those languages up in the corpus and names
     the languages the retention gate judges. ``data_files`` are the user's texts (``.txt``, ``.jsonl``,
-    ``.csv``, optional labels). ``preset`` (``smoke`` or ``default``) sets the recipe; ``overrides`` are
+    ``.csv``, optional labels). ``preset`` (``default``, ``long`` or ``smoke``) sets the recipe; ``overrides`` are
     :class:`~.settings.DistillSettings` fields (``steps``, ``time_budget``, ``lr``, ``layer_map``,
     ``min_retention``, ...). An unfinished run at the same ``output`` resumes when the settings match (else
     :class:`DistillError`; ``restart=True`` discards it). ``trim_options`` go to
