@@ -141,8 +141,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 #: the default recipe for a fixed 2,700 steps (1.5 passes), about twice what its 25 minutes buy on a 2-core CPU
 #: with bf16 (41-45 minutes there for the whole command, ~2 hours in fp32 on an AVX2 CPU): the same student on
-#: every machine, and the kept languages' worst retrieval 0.979-0.981 in two seeds, against 0.969-0.972 of the
-#: default's 25 minutes (docs/trim-and-distill.md, "Twice the steps")
+#: every machine, and the kept languages' worst retrieval retention 0.979-0.981 in two seeds (the fp32 student's
+#: report; 0.976-0.979 after INT8), against 0.969-0.972 of the default's 25 minutes (docs/trim-and-distill.md,
+#: "Twice the steps")
 PRESETS["long"] = {**PRESETS["default"], "steps": 2700, "time_budget": None}
 
 
