@@ -254,7 +254,8 @@ def test_quick_run_on_tiny_encoders(bundles, checkpoints, tmp_path):
     values = S.plot_values(result, "tiny-fp32")
     e = result["entries"]["tiny-fp32"]
     assert values["b1s128_ms"] == e["latency"]["b1s128"]["median_ms"] and values["size_mb"] == e["size"]["size_mb"]
-    assert values["peak_rss_mb"] == e["cold_start"]["peak_rss_mb"] and values["worst_kept_retention"] == worst["value"]
+    assert values["peak_rss_mb"] == e["cold_start"]["peak_rss_mb"]
+    assert values["worst_kept_retention"] == (worst or {}).get("value")  # None: drawn as n/a
     if importlib.util.find_spec("matplotlib") is not None:  # the benchmark venv has it; the test venv may not
         S.plot(result, tmp_path / "tiny.png")
         assert (tmp_path / "tiny.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
