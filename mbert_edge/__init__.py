@@ -11,7 +11,7 @@ The runtime needs only numpy, onnxruntime, tokenizers and sentencepiece; it neve
 from __future__ import annotations
 
 import os
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,9 +34,10 @@ from mbert_edge.errors import (
 )
 from mbert_edge.manifest import FORMAT_VERSION, Manifest
 from mbert_edge.predictor import Predictor
-from mbert_edge.tokenizer import TextTokenizer, open_tokenizer, tokenizer_file
+from mbert_edge.tokenizer import open_tokenizer, tokenizer_file
 
 if TYPE_CHECKING:
+    from mbert_edge.backends.base import Backend
     from mbert_edge.signing import PublicKeys
 
 __version__ = "0.1.0"
@@ -84,32 +85,24 @@ def load(
     bundle = Bundle.open(path, verify=False)  # schema, version, presence and sizes of every file
     if signature is not None:
         signature.check_manifest(bundle.manifest)  # the manifest parsed is the one whose signature was checked
-    backends.check_name(backend)  # an unknown name fails before any file is read
+    backend_cls, entry = backends.choose(backend, bundle.manifest.model_files(), precision)
     tokenizer_entry = tokenizer_file(bundle.manifest)  # tokenizer.model (SentencePiece) or tokenizer.json
+    if verify:  # hash what this predictor reads, each file before it is read; `mbert-edge info` hashes every file
+        bundle.verify([tokenizer_entry])
 
-    def check_tokenizer() -> None:
-        if verify:  # hash what this predictor reads, each file before it is read; `mbert-edge info` hashes every file
-            bundle.verify([tokenizer_entry])
-
-    def read_tokenizer(checked: Future[None]) -> TextTokenizer:
-        checked.result()  # a file that failed its check is never read
-        return open_tokenizer(bundle, tokenizer_entry, truncation=truncation, verify=verify)
-
-    # The tokenizer is hashed and read on a second thread while this one imports the backend's library (ONNX
-    # Runtime: ~0.05 s) and hashes the model files. SentencePiece builds its 72k-piece vocabulary (~0.06-0.15 s,
-    # the longest step) without holding the GIL, so the two overlap; `tokenizers` (tokenizer.json) holds it, and
-    # then the steps take turns as they would one after the other. The session is built only once every file
-    # this predictor reads has passed its checks: a refused bundle never gets a session.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mbert-edge-load") as pool:
-        tokenizer_checked = pool.submit(check_tokenizer)
-        tokenizer_future = pool.submit(read_tokenizer, tokenizer_checked)  # the worker runs them in order
-        backend_cls, entry = backends.choose(backend, bundle.manifest.model_files(), precision)
+    def open_backend() -> Backend:
         if verify:
             bundle.verify(bundle.manifest.files_of(entry))
         bundle.check_model_references(entry)  # the graph reads no tensor data that the manifest does not pin
-        tokenizer_checked.result()
-        backend_obj = backend_cls(bundle.file_path(entry), threads=threads, precision=entry.precision)
-        tokenizer = tokenizer_future.result()
+        return backend_cls(bundle.file_path(entry), threads=threads, precision=entry.precision)
+
+    # The model files are hashed and the backend's session built on a second thread while this one reads the
+    # tokenizer. Building a 72k-piece Unigram vocabulary holds the GIL (tokenizer.json: ~0.11 s; tokenizer.model:
+    # ~0.06 s); hashing and much of ONNX Runtime's setup run without it.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mbert-edge-load") as pool:
+        backend_future = pool.submit(open_backend)
+        tokenizer = open_tokenizer(bundle, tokenizer_entry, truncation=truncation, verify=verify)
+        backend_obj = backend_future.result()
     return Predictor(bundle, backend_obj, entry, tokenizer)
 
 

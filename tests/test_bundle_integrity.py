@@ -198,7 +198,7 @@ FILE_KINDS = ("manifest.json", "model.onnx", "model.onnx.data", "tokenizer.json"
 def nothing_loaded(monkeypatch):
     """Records every ONNX Runtime session and tokenizer that load() creates. A refused bundle creates no session;
     it creates no tokenizer either, except from a tokenizer file that passed its checks when what is refused is
-    the model (load() hashes and parses the tokenizer on a second thread while it checks the model files)."""
+    the model (load() hashes and checks the model files on a second thread while it parses the tokenizer)."""
     import mbert_edge.tokenizer as tokenizer_module
     from mbert_edge.backends.onnxruntime import OnnxRuntimeCPUBackend
 

@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shutil
-import threading
 
 import numpy as np
 import pytest
@@ -370,18 +369,18 @@ def test_load_without_sentencepiece_reads_tokenizer_json(unigram_bundle, monkeyp
     assert isinstance(mbert_edge.load(unigram_bundle).tokenizer, BundleTokenizer)
 
 
-def _record_load_steps(monkeypatch) -> list[tuple[str, str]]:
-    """(step, thread name) of every hash, tokenizer and session that load() makes, in order."""
+def _record_load_steps(monkeypatch) -> list[str]:
+    """Every hash, tokenizer and session that load() makes, in order."""
     from mbert_edge.backends.onnxruntime import OnnxRuntimeCPUBackend
     from mbert_edge.bundle import Bundle
 
-    steps: list[tuple[str, str]] = []
+    steps: list[str] = []
     verify, session, tokenizer = Bundle.verify, OnnxRuntimeCPUBackend.__init__, SentencePieceTokenizer.__init__
 
     def spy(name, real):
         def wrapper(self, *args, **kwargs):
             label = name(args) if callable(name) else name
-            steps.append((label, threading.current_thread().name))
+            steps.append(label)
             return real(self, *args, **kwargs)
 
         return wrapper
@@ -390,22 +389,6 @@ def _record_load_steps(monkeypatch) -> list[tuple[str, str]]:
     monkeypatch.setattr(OnnxRuntimeCPUBackend, "__init__", spy("session", session))
     monkeypatch.setattr(SentencePieceTokenizer, "__init__", spy("tokenizer", tokenizer))
     return steps
-
-
-def test_load_reads_the_tokenizer_on_a_second_thread_and_builds_the_session_last(unigram_bundle, monkeypatch):
-    """The tokenizer is hashed and read on the load thread while the main thread hashes the model; the session
-    comes after every check (cold start: SentencePiece's vocabulary build overlaps ONNX Runtime's import)."""
-    steps = _record_load_steps(monkeypatch)
-    model = mbert_edge.load(unigram_bundle)
-    assert isinstance(model.tokenizer, SentencePieceTokenizer)
-    main = threading.main_thread().name
-    on = {step: thread for step, thread in steps}
-    assert on["hash tokenizer.model"].startswith("mbert-edge-load") and on["tokenizer"] == on["hash tokenizer.model"]
-    model_hash = next(s for s, _ in steps if s.startswith("hash model"))
-    assert on[model_hash] == main and on["session"] == main
-    order = [s for s, _ in steps]
-    assert order.index("hash tokenizer.model") < order.index("tokenizer")
-    assert order.index("session") > max(order.index("hash tokenizer.model"), order.index(model_hash))
 
 
 def test_unknown_backend_reads_no_file(unigram_bundle, monkeypatch):
@@ -426,8 +409,7 @@ def test_tampered_tokenizer_model_is_refused(unigram_bundle, tmp_path, monkeypat
     steps = _record_load_steps(monkeypatch)
     with pytest.raises(BundleIntegrityError, match=r"tokenizer\.model"):
         mbert_edge.load(damaged)
-    made = [s for s, _ in steps]
-    assert "tokenizer" not in made and "session" not in made  # neither read the damaged file nor went on
+    assert "tokenizer" not in steps and "session" not in steps  # neither read the damaged file nor went on
 
 
 def test_wordpiece_bundles_have_no_tokenizer_model(bundles):

@@ -53,7 +53,11 @@ def choose(name: str, files: list[FileEntry], precision: str | None = None) -> t
             f"no installed backend can run this bundle{f' at precision {precision}' if precision else ''} "
             f"(tried {', '.join(tried)}); the bundle has {_describe(files)}{hint}"
         )
-    key = check_name(name)
+    key = ALIASES.get(name, name)
+    if key not in REGISTRY:
+        raise BackendUnavailableError(
+            f"unknown backend {name!r}; choose one of: auto, {', '.join(REGISTRY)} (aliases: {', '.join(ALIASES)})"
+        )
     cls = REGISTRY[key]
     if not cls.is_available():
         reason = unavailable_reason(cls)
@@ -71,19 +75,6 @@ def choose(name: str, files: list[FileEntry], precision: str | None = None) -> t
     return cls, entry
 
 
-def check_name(name: str) -> str:
-    """The registered name ``name`` stands for (``"auto"`` stays ``"auto"``); an unknown name raises
-    :class:`BackendUnavailableError` listing the choices. Imports nothing, so it can run before any file is read."""
-    if name == "auto":
-        return name
-    key = ALIASES.get(name, name)
-    if key not in REGISTRY:
-        raise BackendUnavailableError(
-            f"unknown backend {name!r}; choose one of: auto, {', '.join(REGISTRY)} (aliases: {', '.join(ALIASES)})"
-        )
-    return key
-
-
 def unavailable_reason(cls: type[Backend]) -> str | None:
     """What a backend lacks on this machine, for backends that can say (the GPU ones), else None."""
     reason = getattr(cls, "unavailable_reason", None)
@@ -94,4 +85,4 @@ def _describe(files: list[FileEntry]) -> str:
     return ", ".join(f"{f.path} ({f.backend}/{f.format}/{f.precision})" for f in files) or "no model files"
 
 
-__all__ = ["ALIASES", "REGISTRY", "Backend", "check_name", "choose", "unavailable_reason"]
+__all__ = ["ALIASES", "REGISTRY", "Backend", "choose", "unavailable_reason"]
