@@ -135,6 +135,15 @@ def _parser() -> argparse.ArgumentParser:
         "others' are computed in float32 beside the integer product, so that they do not coarsen every other "
         "channel's rounding (default float32); int8: every channel in the integer product",
     )
+    q.add_argument(
+        "--smoothing",
+        type=float,
+        default=None,
+        metavar="ALPHA",
+        help="dynamic INT8 with fixed ranges: move this share (0-1, SmoothQuant's alpha) of the feed-forward "
+        "input's channel spread into the weights, so that its few wide channels do not coarsen the others' "
+        "rounding (default 0.5; 0: off)",
+    )
     g = e.add_argument_group("TensorRT (--target tensorrt; no GPU needed to export)")
     g.add_argument(
         "--precision",
@@ -516,6 +525,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from mbert_edge_export.quantize.gated import QuantizeSettings
 
     quantize = None
+    if args.smoothing is not None and (
+        args.quantize != "dynamic" or args.activation_ranges != "fixed" or args.target == "openvino"
+    ):
+        raise InvalidInputError(
+            "--smoothing applies to --quantize dynamic with fixed activation ranges (the default), for onnxruntime"
+        )
     if args.quantize:
         quantize = QuantizeSettings(
             mode=args.quantize,
@@ -523,6 +538,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
             target="onnxruntime" if args.target == "tensorrt" else args.target,
             activation_ranges=args.activation_ranges,
             outlier_channels=args.outlier_channels,
+            smoothing=QuantizeSettings.smoothing if args.smoothing is None else args.smoothing,
             thresholds=Thresholds(args.min_agreement, args.min_cosine),
             browser_variant=args.browser_variant,
         )
@@ -599,6 +615,10 @@ def _gate_summary(report: dict[str, Any]) -> str:
     if isinstance(split, dict) and split.get("matmuls"):
         channels = sum(len(m["channels"]) for m in split["matmuls"])
         fp32 += f"; {channels} outlier channel(s) of {len(split['matmuls'])} matmul(s) in float32"
+    smoothed = report.get("settings", {}).get("smoothing")
+    if isinstance(smoothed, dict) and smoothed.get("tensors"):
+        n = sum(len(t["matmuls"]) for t in smoothed["tensors"])
+        fp32 += f"; the input of {n} feed-forward matmul(s) smoothed (alpha {smoothed['alpha']})"
     worst = g.get("worst_language")
     judged = (
         f" (worst language {worst['language']} {worst['value']:.5f}, {len(g.get('languages', {}))} languages)"

@@ -8,7 +8,6 @@ from collections import Counter
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 
@@ -16,10 +15,10 @@ from mbert_edge.cli import _gate_summary
 from mbert_edge.manifest import Manifest
 from mbert_edge_export.optimize import optimize_graph
 from mbert_edge_export.quantize import gate
-from mbert_edge_export.quantize.gated import QuantizeSettings, quantize_with_gate
+from mbert_edge_export.quantize.gated import QuantizeSettings
 from mbert_edge_export.quantize.outlier_channels import outlier_channels, split_outliers
+from tests.tiny_int8 import CALIBRATION, HELD_OUT, LAYERS, assert_batch_invariant, feeds, quantize, run
 
-LAYERS = 2  # the tiny models of conftest
 PLANTED = 5  # the feed-forward neuron of layer 0 made an outlier
 
 
@@ -35,17 +34,6 @@ PLANTED = 5  # the feed-forward neuron of layer 0 made an outlier
 )
 def test_outlier_channels_hand_checked(absmax, want):
     assert outlier_channels(np.asarray(absmax)) == want
-
-
-def _feeds(seed: int, batch: int = 4, length: int = 12) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    ids = rng.integers(5, 60, size=(batch, length))
-    ids[:, 0] = 2
-    mask = np.ones_like(ids)
-    for i in range(1, batch):
-        mask[i, length - 2 * i :] = 0
-        ids[i, length - 2 * i :] = 0
-    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
 
 
 @pytest.fixture(scope="module")
@@ -75,17 +63,6 @@ def planted(tmp_path_factory, bundles):
     return fused
 
 
-def _run(path, feeds, tensor: str | None = None):
-    """The model's first output, or the intermediate ``tensor``."""
-    model = onnx.load(str(path))
-    if tensor is not None:
-        del model.graph.output[:]
-        model.graph.output.append(onnx.helper.make_tensor_value_info(tensor, onnx.TensorProto.FLOAT, None))
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    names = [i.name for i in session.get_inputs()]
-    return session.run(None, {k: feeds[k] for k in names})[0]
-
-
 def _second_feed_forward_product(path) -> tuple[str, str, str, np.ndarray, np.ndarray]:
     """Layer 0's second feed-forward product (the one the planted neuron feeds): the names of its input (the
     Gelu output), of the residual sum that adds it and of that sum's other input; its weight and bias."""
@@ -100,8 +77,7 @@ def _second_feed_forward_product(path) -> tuple[str, str, str, np.ndarray, np.nd
 
 
 def test_split_graph_computes_what_the_original_computes(tmp_path, planted):
-    calibration = [_feeds(seed) for seed in range(4)]
-    ranges, report = split_outliers(planted, tmp_path / "split.onnx", calibration)
+    ranges, report = split_outliers(planted, tmp_path / "split.onnx", CALIBRATION)
     # the planted neuron, and only it, leaves the second feed-forward product of layer 0
     split = {r["matmul"]: r for r in report["matmuls"]}
     ffn_out = [m for m in split if "layer.0/output/dense" in m]
@@ -117,30 +93,26 @@ def test_split_graph_computes_what_the_original_computes(tmp_path, planted):
     before = Counter(n.op_type for n in onnx.load(str(planted)).graph.node)
     assert ops["Gather"] - before["Gather"] == len(split) and ops["MatMul"] - before["MatMul"] == len(split)
     for seed in (10, 11):  # held-out inputs: the same function, to float32 rounding
-        feeds = _feeds(seed)
-        np.testing.assert_allclose(_run(tmp_path / "split.onnx", feeds), _run(planted, feeds), atol=2e-5)
+        batch = feeds(seed)
+        np.testing.assert_allclose(run(tmp_path / "split.onnx", batch), run(planted, batch), atol=2e-5)
 
 
 def test_int8_with_split_outliers_is_closer_to_fp32(tmp_path, planted, bundles):
     spec = Manifest.read(bundles["feature-extraction"] / "manifest.json").embedding
-    calibration = [_feeds(seed) for seed in range(4)]
-    held_out = [_feeds(seed) for seed in (20, 21)]
     lenient = gate.Thresholds(min_cosine=0.0)
     gelu, total, residual, weight, bias = _second_feed_forward_product(planted)
     errors = {}
     for mode in ("float32", "int8"):
         out = tmp_path / f"{mode}.onnx"
         settings = QuantizeSettings(outlier_channels=mode, thresholds=lenient)
-        report = quantize_with_gate(
-            planted, out, settings, "feature-extraction", LAYERS, calibration, held_out, embedding_spec=spec
-        )
+        report = quantize(planted, out, settings, spec)
         # the error of that one product, judged on the INT8 model's own input to it (the error upstream, the
         # same in both files, left out): what the sum added against float32 arithmetic on the same input
         err = []
-        for f in held_out:
+        for f in HELD_OUT:
             real = f["attention_mask"] > 0
-            added = _run(out, f, total) - _run(out, f, residual)
-            err.append(float(np.abs(added - (_run(out, f, gelu) @ weight + bias))[real].max()))
+            got_total, got_residual, got_gelu = run(out, f, [total, residual, gelu])
+            err.append(float(np.abs(got_total - got_residual - (got_gelu @ weight + bias))[real].max()))
         errors[mode] = max(err)
         ops = Counter(n.op_type for n in onnx.load(str(out)).graph.node)
         if mode == "float32":
@@ -153,7 +125,5 @@ def test_int8_with_split_outliers_is_closer_to_fp32(tmp_path, planted, bundles):
             assert report["settings"]["outlier_channels"] == "int8" and ops["MatMul"] == 0
             assert "outlier" not in _gate_summary(report)
         # still batch-invariant: a text alone gives what it gives inside its batch
-        feeds = held_out[0]
-        alone = {k: v[1:2, : int(feeds["attention_mask"][1].sum())] for k, v in feeds.items()}
-        np.testing.assert_array_equal(_run(out, alone)[0], _run(out, feeds)[1, : alone["input_ids"].shape[1]])
+        assert_batch_invariant(out, HELD_OUT[0])
     assert errors["float32"] < 0.25 * errors["int8"], errors

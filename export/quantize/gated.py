@@ -25,6 +25,7 @@ from mbert_edge_export.quantize import (
     gate,
     integer_matmul,
     outlier_channels,
+    smoothing,
     static,
     static_nncf,
 )
@@ -61,6 +62,9 @@ class QuantizeSettings:
     #: the others' are computed in float32 beside the integer GEMM, and the rest get a range without them:
     #: quantize/outlier_channels.py; the default) or "int8" (every channel in the integer GEMM)
     outlier_channels: str = "float32"
+    #: dynamic mode with fixed ranges: SmoothQuant's migration strength for the normalization-fed inputs of
+    #: weight matmuls (the first feed-forward matmul: quantize/smoothing.py); 0 leaves them as they are
+    smoothing: float = smoothing.ALPHA
     thresholds: gate.Thresholds = field(default_factory=gate.Thresholds)
     max_fallback_groups: int | None = None  # at most this many node groups kept in fp32 (None: all but one)
     #: also write the browser variant (quantize/weight_only.py: INT8 weights, fp32 activations), ONNX Runtime target
@@ -79,6 +83,8 @@ def check_settings(settings: QuantizeSettings) -> None:
         raise ExportError(
             f"--outlier-channels must be one of {', '.join(OUTLIER_CHANNELS)}, not {settings.outlier_channels!r}"
         )
+    if not 0.0 <= settings.smoothing <= 1.0:
+        raise ExportError(f"--smoothing must be between 0 (off) and 1, not {settings.smoothing}")
     if settings.activation_ranges != "fixed" and settings.mode != "dynamic":
         raise ExportError("--activation-ranges per-batch applies to --quantize dynamic only")
     if settings.target not in TARGETS:
@@ -140,10 +146,15 @@ def quantize_with_gate(
 
         # dynamic INT8 with fixed ranges: outlier channels leave the integer GEMMs (outlier_channels.py); the
         # split graph computes what ``src`` computes, so the gate still compares against ``src``
-        graph, split_ranges, split_report = src, None, None
+        # and the feed-forward input is smoothed first (smoothing.py): again the same function in float32
+        graph, split_ranges, split_report, smooth_report = src, None, None, None
+        if smoothing_applies(settings):
+            graph = work / "smoothed.onnx"
+            smooth_report = smoothing.smooth(src, graph, calibration, settings.smoothing)
         if split_applies(settings):
-            graph = work / "outliers-split.onnx"
-            split_ranges, split_report = outlier_channels.split_outliers(src, graph, calibration)
+            split = work / "outliers-split.onnx"
+            split_ranges, split_report = outlier_channels.split_outliers(graph, split, calibration)
+            graph = split
         fp32_side = split_report["fp32_matmuls"] if split_report else []
 
         def quantize(exclude: Sequence[str], out: Path) -> dict[str, Any]:
@@ -175,6 +186,7 @@ def quantize_with_gate(
                 if settings.activation_ranges == "fixed":
                     recipe.update(fixed_ranges.make_batch_invariant(out, calibration, split_ranges))
                     recipe["outlier_channels"] = split_report or settings.outlier_channels
+                    recipe["smoothing"] = smooth_report or "off"
                     recipe["activations"] = "uint8, ranges fixed from calibration text (batch-invariant)"
                     # constant scales stop ONNX Runtime fusing the rescaling into the GEMM: write it fused
                     recipe["matmul_integer_to_float"] = integer_matmul.fuse_file(out)
@@ -254,6 +266,18 @@ def split_applies(settings: QuantizeSettings) -> bool:
     run time, and static INT8 calibrates with ONNX Runtime's own tools, so neither can take the split ranges."""
     return (
         settings.outlier_channels == "float32"
+        and settings.target == "onnxruntime"
+        and settings.mode == "dynamic"
+        and settings.activation_ranges == "fixed"
+    )
+
+
+def smoothing_applies(settings: QuantizeSettings) -> bool:
+    """Whether the feed-forward input is smoothed (:mod:`.smoothing`): dynamic INT8 with fixed ranges for ONNX
+    Runtime, with a ``smoothing`` strength above 0. Static INT8 calibrates with ONNX Runtime's or NNCF's own
+    tools on the graph as exported."""
+    return (
+        settings.smoothing > 0
         and settings.target == "onnxruntime"
         and settings.mode == "dynamic"
         and settings.activation_ranges == "fixed"
