@@ -14,12 +14,18 @@ tokenizer, e.g. with ``--outlier-channels int8``), on the parallel sentences of
         --file all-int8=../other-bundle/model.int8.onnx --out benchmarks/results/NAME
 
 ``BUNDLE`` must hold the fp32 file (export with ``--keep-fp32``). Writes ``NAME.md`` and ``NAME.json``.
+
+``--unsigned-weights`` adds, for every file, ``NAME-u8u8``: the same integers with the weights stored as uint8
+(``w + 128``, zero points too), which ONNX Runtime multiplies with its U8U8 kernels. Those never saturate, so on
+a CPU without VNNI (where the u8 x s8 kernels do: ``mbert_edge/backends/int8_kernels.py``) the variant shows
+what the file computes on a VNNI CPU, and what saturation costs here.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -28,10 +34,39 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run  # machine and version facts, shared with the main benchmark
 
+from mbert_edge.backends import int8_kernels
 from mbert_edge_export.distill.data import parallel_set
 from mbert_edge_export.distill.evaluate import PIVOT, retrieval
 
 SHAPES = ((1, 16), (1, 128), (32, 128))
+#: op type -> positions of (weight, weight zero point) among its inputs (ONNX Runtime's integer ops)
+WEIGHT_INPUTS = {"MatMulInteger": (1, 3), "MatMulIntegerToFloat": (1, 5), "QAttention": (1, 7)}
+
+
+def unsigned_weights_file(src: Path, dst: Path) -> int:
+    """Write ``src`` to ``dst`` (one self-contained file) with the int8 weights and weight zero points of its
+    integer ops stored as uint8 + 128: the same values, multiplied by ONNX Runtime's U8U8 kernels. Returns how
+    many tensors changed."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(src))
+    inits = {t.name: t for t in model.graph.initializer}
+    changed = set()
+    for node in model.graph.node:
+        for at in WEIGHT_INPUTS.get(node.op_type, ()):
+            name = node.input[at] if at < len(node.input) else ""
+            if not name or name in changed:
+                continue
+            if name not in inits:
+                raise SystemExit(f"{src}: {node.op_type} {node.name} has no constant input {at}")
+            values = numpy_helper.to_array(inits[name])
+            if values.dtype != np.int8:
+                continue
+            inits[name].CopyFrom(numpy_helper.from_array((values.astype(np.int16) + 128).astype(np.uint8), name))
+            changed.add(name)
+    onnx.save(model, str(dst))
+    return len(changed)
 
 
 def embeddings(predictor, backend, sentences: dict[str, dict[str, str]]) -> dict[str, dict[str, np.ndarray]]:
@@ -90,6 +125,7 @@ def markdown(result: dict) -> str:
         f"Machine: {result['machine'].get('cpu', '?')}, {result['machine']['cores']} cores, {result['threads']} "
         f"threads. Versions: {', '.join(f'{k} {v}' for k, v in result['versions'].items())}.",
         f"Started {result['started']}. Bundle: `{result['bundle']}`.",
+        f"ONNX Runtime's integer kernels on this CPU: {int8_kernels.describe(result.get('u8s8_saturates'))}.",
         "",
         f"Command: `{result['command']}`",
         "",
@@ -132,6 +168,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", type=Path, required=True, help="results prefix: writes PREFIX.md and PREFIX.json")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument(
+        "--unsigned-weights", action="store_true", help="also each file with uint8 weights (U8U8 kernels, exact)"
+    )
     args = ap.parse_args(argv)
 
     import mbert_edge
@@ -142,6 +181,13 @@ def main(argv: list[str] | None = None) -> dict:
     for spec in args.file:
         name, _, path = spec.partition("=")
         files[name] = path if Path(path).is_absolute() else str(args.bundle / path)
+    shown = dict(files)  # what the results call each file
+    tmp = tempfile.TemporaryDirectory(prefix="int8-files-")
+    if args.unsigned_weights:
+        for name, path in list(files.items()):
+            files[f"{name}-u8u8"] = str(Path(tmp.name) / f"{name}-u8u8.onnx")
+            shown[f"{name}-u8u8"] = f"{path} (weights as uint8)"
+            unsigned_weights_file(Path(path), Path(files[f"{name}-u8u8"]))
     backends = {n: backend_cls(Path(p), threads=args.threads, precision="int8") for n, p in files.items()}
     sentences = parallel_set()
     reference = embeddings(predictor, backend_cls(args.bundle / "model.onnx", threads=args.threads), sentences)
@@ -152,9 +198,10 @@ def main(argv: list[str] | None = None) -> dict:
         "rounds": args.rounds,
         "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "bundle": str(args.bundle),
+        "u8s8_saturates": int8_kernels.u8s8_saturates(),
         "command": "benchmarks/int8_files.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "files": {
-            n: {"path": files[n], "fidelity": fidelity(reference, embeddings(predictor, b, sentences))}
+            n: {"path": shown[n], "fidelity": fidelity(reference, embeddings(predictor, b, sentences))}
             for n, b in backends.items()
         },
     }
@@ -162,6 +209,7 @@ def main(argv: list[str] | None = None) -> dict:
     for name, ms in timings(backends, args.rounds, pieces).items():
         result["files"][name]["ms"] = ms
     run.write_results(args.out, result, markdown(result))
+    tmp.cleanup()
     return result
 
 

@@ -10,12 +10,14 @@ The runtime needs only numpy, onnxruntime, tokenizers and sentencepiece; it neve
 
 from __future__ import annotations
 
+import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mbert_edge import backends
+from mbert_edge.backends import int8_kernels
 from mbert_edge.bundle import Bundle
 from mbert_edge.errors import (
     BackendUnavailableError,
@@ -35,6 +37,8 @@ from mbert_edge.errors import (
 from mbert_edge.manifest import FORMAT_VERSION, Manifest
 from mbert_edge.predictor import Predictor
 from mbert_edge.tokenizer import open_tokenizer, tokenizer_file
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from mbert_edge.backends.base import Backend
@@ -94,7 +98,12 @@ def load(
         if verify:
             bundle.verify(bundle.manifest.files_of(entry))
         bundle.check_model_references(entry)  # the graph reads no tensor data that the manifest does not pin
-        return backend_cls(bundle.file_path(entry), threads=threads, precision=entry.precision)
+        model = backend_cls(bundle.file_path(entry), threads=threads, precision=entry.precision)
+        if entry.precision == "int8" and backend_cls.file_backend == "onnxruntime":
+            note = int8_kernels.unsmoothed_file_note(bundle.manifest.fidelity.get("int8") or {})
+            if note:
+                log.warning("%s: %s", path, note)
+        return model
 
     # The model files are hashed and the backend's session built on a second thread while this one reads the
     # tokenizer. Building a 72k-piece Unigram vocabulary holds the GIL (tokenizer.json: ~0.11 s; tokenizer.model:

@@ -629,6 +629,11 @@ def _gate_summary(report: dict[str, Any]) -> str:
         f"{g['metric']} {g['value']:.5f}{judged} (needs >= {g['threshold']}) on {g['texts']} held-out texts, "
         f"{'passed' if g['passed'] else 'FAILED'}; {fp32}; {extra}"
     )
+    if (report.get("gate_cpu") or {}).get("u8s8_saturates"):
+        text += (
+            "; judged on a CPU whose u8 x s8 products saturate (no VNNI): "
+            "a CPU with VNNI or AMX computes this file more exactly"
+        )
     cost = report.get("fallback_speed_cost")
     if cost:
         text += (
@@ -735,6 +740,11 @@ def _cmd_info(args: argparse.Namespace) -> int:
             continue
         if name == "int8":
             print(f"fidelity    int8 ({report['settings']['mode']}): {_gate_summary(report)}")
+            if "gate_cpu" in report:
+                from mbert_edge.backends import int8_kernels
+
+                here = int8_kernels.describe(int8_kernels.u8s8_saturates())
+                print(f"this CPU    ONNX Runtime's integer kernels: {here}")
         elif name == "tokenizer_sentencepiece":
             print(f"fidelity    {_sentencepiece_summary(report)}")
         elif name == "optimization":

@@ -1,0 +1,121 @@
+"""Whether this CPU's ONNX Runtime multiplies INT8 exactly: its u8 x s8 products saturate without VNNI.
+
+ONNX Runtime's integer GEMM (MLAS) multiplies uint8 activations by int8 weights. On x86 CPUs with int8
+dot-product instructions (AVX512-VNNI, AVX-VNNI, AMX) that product is exact. On x86 CPUs without them (AVX2
+only, or AVX-512 without VNNI) MLAS uses ``vpmaddubsw``, which adds each two neighbouring products in 16 bits
+and clamps the sum to [-32768, 32767]: ``255 * 127 + 255 * 127`` comes out as 32767, not 64770 (ONNX Runtime's
+documented u8s8 caveat). The same INT8 file then gives other answers on such a CPU, and an INT8 accuracy gate
+run there reads lower than on a VNNI CPU; docs/int8.md ("CPUs without int8 dot products") measures both.
+
+:func:`u8s8_saturates` asks ONNX Runtime itself, once per process, on a one-node graph whose exact answer is
+known (:func:`probe_model`), rather than reading CPU flags: it sees the kernel that actually runs, on any
+operating system and ONNX Runtime version. The export's INT8 report records the answer for the machine that
+ran the gate, and ``mbert-edge info`` prints it for the machine it runs on. The probe model is written with a
+few lines of protobuf encoding: the runtime does not depend on the ``onnx`` package.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+_PROBE_M, _PROBE_K, _PROBE_N = 4, 64, 16
+_UINT8, _INT8, _INT32 = 2, 3, 6  # onnx TensorProto.DataType
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if not value:
+            out.append(byte)
+            return bytes(out)
+        out.append(byte | 0x80)
+
+
+def _bytes_field(field: int, payload: bytes) -> bytes:
+    return _varint(field << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _int_field(field: int, value: int) -> bytes:
+    return _varint(field << 3) + _varint(value)
+
+
+def _value_info(name: str, elem_type: int, dims: tuple[int, ...]) -> bytes:
+    shape = b"".join(_bytes_field(1, _int_field(1, d)) for d in dims)  # TensorShapeProto.dim {dim_value}
+    tensor_type = _int_field(1, elem_type) + _bytes_field(2, shape)  # TypeProto.Tensor {elem_type, shape}
+    return _bytes_field(1, name.encode()) + _bytes_field(2, _bytes_field(1, tensor_type))  # ValueInfoProto
+
+
+def probe_model() -> bytes:
+    """A serialized one-node ONNX model, ``Y = MatMulInteger(A, B)``: ``A`` a uint8 input (4 x 64), ``B`` an
+    int8 initializer (64 x 16) of 127s. Fed 255s, exact arithmetic gives 64 * 255 * 127 = 2,072,640 in every
+    cell; pairwise 16-bit saturation gives 32 * 32,767 = 1,048,544."""
+    weight = (  # TensorProto {dims, data_type, name, raw_data}
+        _int_field(1, _PROBE_K)
+        + _int_field(1, _PROBE_N)
+        + _int_field(2, _INT8)
+        + _bytes_field(8, b"B")
+        + _bytes_field(9, bytes([127]) * (_PROBE_K * _PROBE_N))
+    )
+    node = _bytes_field(1, b"A") + _bytes_field(1, b"B") + _bytes_field(2, b"Y") + _bytes_field(4, b"MatMulInteger")
+    graph = (  # GraphProto {node, name, initializer, input, output}
+        _bytes_field(1, node)
+        + _bytes_field(2, b"u8s8_probe")
+        + _bytes_field(5, weight)
+        + _bytes_field(11, _value_info("A", _UINT8, (_PROBE_M, _PROBE_K)))
+        + _bytes_field(12, _value_info("Y", _INT32, (_PROBE_M, _PROBE_N)))
+    )
+    opset = _bytes_field(1, b"") + _int_field(2, 17)  # OperatorSetIdProto {domain "", version 17}
+    return _int_field(1, 8) + _bytes_field(8, opset) + _bytes_field(7, graph)  # ModelProto {ir_version 8, ...}
+
+
+@functools.lru_cache(maxsize=1)
+def u8s8_saturates() -> bool | None:
+    """Whether ONNX Runtime's u8 x s8 integer GEMM saturates on this CPU (x86 without int8 dot products);
+    None when the probe cannot run (no ONNX Runtime, or one without ``MatMulInteger``). Measured once per
+    process, in a few milliseconds."""
+    try:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.log_severity_level = 3
+        session = ort.InferenceSession(probe_model(), options, providers=["CPUExecutionProvider"])
+        (out,) = session.run(None, {"A": np.full((_PROBE_M, _PROBE_K), 255, dtype=np.uint8)})
+    except Exception as exc:  # onnxruntime raises its own untyped errors
+        log.debug("the u8s8 probe did not run: %s", exc)
+        return None
+    saturates = bool(np.any(out != _PROBE_K * 255 * 127))
+    log.debug("u8s8 probe: %d (exact: %d)", int(out.flat[0]), _PROBE_K * 255 * 127)
+    return saturates
+
+
+def describe(saturates: bool | None) -> str:
+    """One line for reports: what the integer kernels of a machine compute."""
+    if saturates is None:
+        return "unknown (the probe could not run)"
+    if saturates:
+        return "u8 x s8 products saturate (x86 without VNNI: AVX2 or AVX-512 only)"
+    return "exact u8 x s8 products"
+
+
+def unsmoothed_file_note(int8_report: dict) -> str | None:
+    """A warning for loading an INT8 file that clamps much more on this CPU than where it was gated: dynamic
+    INT8 exported without smoothing (``--smoothing 0``, or before smoothing became the default), run where u8 x s8
+    products saturate. None otherwise; the probe runs only for such files, so the default costs nothing."""
+    settings = int8_report.get("settings") or {}
+    if settings.get("mode") != "dynamic" or isinstance(settings.get("smoothing"), dict):
+        return None
+    if not u8s8_saturates():
+        return None
+    return (
+        "this INT8 file was exported without smoothing, and this CPU's u8 x s8 products clamp (no VNNI): its "
+        "error against fp32 is about 1.6-1.8x what a VNNI CPU computes (docs/int8.md, 'CPUs without int8 dot "
+        "products'); export it again with mbert-edge export (smoothing is the default)"
+    )

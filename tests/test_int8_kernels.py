@@ -1,0 +1,149 @@
+"""What this CPU's ONNX Runtime integer kernels compute (mbert_edge/backends/int8_kernels.py): the probe model
+against ONNX's reference evaluator, the probe's verdict against the CPU's flags and against a model of the
+kernel (``vpmaddubsw``: neighbouring u8 x s8 products added in 16 bits with saturation), the benchmark's
+uint8-weight variant against exact integer arithmetic, and the verdict recorded by the INT8 gate."""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
+
+from mbert_edge.backends import int8_kernels
+from mbert_edge.cli import _gate_summary
+from mbert_edge.manifest import Manifest
+from mbert_edge_export.optimize import optimize_graph
+from mbert_edge_export.quantize import gate
+from mbert_edge_export.quantize.gated import QuantizeSettings
+from tests.conftest import load_script
+from tests.tiny_int8 import quantize
+
+VNNI_FLAGS = {"avx512_vnni", "avx_vnni", "amx_int8"}
+
+
+def _matmul_integer(weight: np.ndarray, weight_zero_point: np.ndarray | None = None) -> bytes:
+    """``Y = MatMulInteger(A, W)`` with ``A`` a uint8 input and ``W`` (and its zero point) constants."""
+    inits = [numpy_helper.from_array(weight, "W")]
+    inputs = ["A", "W"]
+    if weight_zero_point is not None:
+        inits += [
+            numpy_helper.from_array(np.array(0, dtype=np.uint8), "a_zp"),
+            numpy_helper.from_array(weight_zero_point, "w_zp"),
+        ]
+        inputs += ["a_zp", "w_zp"]
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", inputs, ["Y"])],
+        "mm",
+        [helper.make_tensor_value_info("A", TensorProto.UINT8, [None, weight.shape[0]])],
+        [helper.make_tensor_value_info("Y", TensorProto.INT32, [None, weight.shape[1]])],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+def _run(model: bytes, a: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    return session.run(None, {"A": a})[0]
+
+
+def _saturating_product(a: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """u8 x s8 as ``vpmaddubsw`` + ``vpmaddwd`` compute it: products of neighbouring k added in int16 with
+    saturation, then summed in int32."""
+    a32, w32 = a.astype(np.int32), w.astype(np.int32)
+    pairs = a32[:, 0::2, None] * w32[None, 0::2, :] + a32[:, 1::2, None] * w32[None, 1::2, :]
+    return np.clip(pairs, -32768, 32767).sum(axis=1)
+
+
+def test_probe_model_is_valid_onnx_with_a_known_exact_answer():
+    model = onnx.load_from_string(int8_kernels.probe_model())
+    onnx.checker.check_model(model, full_check=True)
+    (out,) = ReferenceEvaluator(model).run(None, {"A": np.full((4, 64), 255, dtype=np.uint8)})
+    assert out.dtype == np.int32 and out.shape == (4, 16)
+    assert (out == 64 * 255 * 127).all()  # 2,072,640; saturating pairs would give 32 * 32,767
+
+
+@pytest.mark.skipif(
+    platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"), reason="reads /proc/cpuinfo"
+)
+def test_probe_agrees_with_the_cpu_flags():
+    flags = set()
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("flags"):
+            flags |= set(line.split(":", 1)[1].split())
+    # MLAS multiplies u8 x s8 with VNNI or AMX where the CPU has them (exact), with vpmaddubsw otherwise
+    assert int8_kernels.u8s8_saturates() is not bool(flags & VNNI_FLAGS)
+
+
+def test_onnx_runtime_computes_what_the_probe_says():
+    rng = np.random.default_rng(0)
+    a = rng.integers(150, 256, size=(8, 64), dtype=np.uint8)  # large activations
+    w = rng.integers(90, 128, size=(64, 32), dtype=np.int8) * rng.choice(np.array([-1, 1], dtype=np.int8), size=(1, 32))
+    exact = a.astype(np.int64) @ w.astype(np.int64)
+    saturated = _saturating_product(a, w)
+    assert (saturated != exact).all()  # every pair of these products overflows int16
+    got = _run(_matmul_integer(w), a)
+    np.testing.assert_array_equal(got, saturated if int8_kernels.u8s8_saturates() else exact)
+
+
+def test_uint8_weights_are_exact_everywhere(tmp_path):
+    bench = load_script(Path(__file__).resolve().parents[1] / "benchmarks" / "int8_files.py", "bench_int8_files")
+    rng = np.random.default_rng(1)
+    a = rng.integers(150, 256, size=(8, 64), dtype=np.uint8)
+    w = rng.integers(90, 128, size=(64, 32), dtype=np.int8)
+    zp = np.zeros(32, dtype=np.int8)
+    src, dst = tmp_path / "s8.onnx", tmp_path / "u8.onnx"
+    src.write_bytes(_matmul_integer(w, zp))
+    assert bench.unsigned_weights_file(src, dst) == 2  # the weight and its zero point
+    inits = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(dst)).graph.initializer}
+    assert inits["W"].dtype == np.uint8 and (inits["W"].astype(int) - 128 == w).all() and (inits["w_zp"] == 128).all()
+    np.testing.assert_array_equal(_run(dst.read_bytes(), a), a.astype(np.int64) @ w.astype(np.int64))
+
+
+def test_the_gate_records_what_the_cpu_computes(tmp_path, bundles):
+    bundle = bundles["feature-extraction"]
+    spec = Manifest.read(bundle / "manifest.json").embedding
+    fused = tmp_path / "fused.onnx"
+    optimize_graph(bundle / "model.onnx", fused, 2, 32)
+    lenient = QuantizeSettings(thresholds=gate.Thresholds(min_cosine=0.0))
+    report = quantize(fused, tmp_path / "int8.onnx", lenient, spec)
+    assert report["gate_cpu"] == {"u8s8_saturates": int8_kernels.u8s8_saturates()}
+    assert ("saturate" in _gate_summary(report)) is bool(int8_kernels.u8s8_saturates())
+    for verdict in (True, False):
+        assert ("saturate" in _gate_summary({**report, "gate_cpu": {"u8s8_saturates": verdict}})) is verdict
+
+
+@pytest.mark.parametrize("saturates", [True, False])
+def test_note_only_for_unsmoothed_dynamic_files_where_products_clamp(monkeypatch, saturates):
+    monkeypatch.setattr(int8_kernels, "u8s8_saturates", lambda: saturates)
+    unsmoothed = {"settings": {"mode": "dynamic", "smoothing": "off"}}
+    before = {"settings": {"mode": "dynamic"}}  # files exported before smoothing existed
+    smoothed = {"settings": {"mode": "dynamic", "smoothing": {"alpha": 0.5, "tensors": []}}}
+    static = {"settings": {"mode": "static"}}
+    for report, expected in ((unsmoothed, saturates), (before, saturates), (smoothed, False), (static, False)):
+        note = int8_kernels.unsmoothed_file_note(report)
+        assert (note is not None) is expected, report
+        if note:
+            assert "export it again" in note
+
+
+def test_load_warns_for_an_unsmoothed_file_where_products_clamp(tmp_path, checkpoints, monkeypatch, caplog):
+    import mbert_edge
+    from mbert_edge_export import export_bundle
+
+    settings = QuantizeSettings(mode="dynamic", smoothing=0.0, thresholds=gate.Thresholds(0.0, 0.0))
+    bundle = export_bundle(str(checkpoints["feature-extraction"]), tmp_path / "b", quantize=settings)
+    assert Manifest.read(bundle / "manifest.json").fidelity["int8"]["settings"]["smoothing"] == "off"
+    for saturates in (True, False):
+        monkeypatch.setattr(int8_kernels, "u8s8_saturates", lambda s=saturates: s)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="mbert_edge"):
+            model = mbert_edge.load(bundle)
+        assert model.embed("ein Satz").shape[-1] > 0
+        warned = [r.getMessage() for r in caplog.records if "without smoothing" in r.getMessage()]
+        assert len(warned) == int(saturates), warned
