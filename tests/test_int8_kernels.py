@@ -121,11 +121,14 @@ def test_the_gate_records_what_the_cpu_computes(tmp_path, bundles):
 @pytest.mark.parametrize("saturates", [True, False])
 def test_note_only_for_unsmoothed_dynamic_files_where_products_clamp(monkeypatch, saturates):
     monkeypatch.setattr(int8_kernels, "u8s8_saturates", lambda: saturates)
-    unsmoothed = {"settings": {"mode": "dynamic", "smoothing": "off"}}
-    before = {"settings": {"mode": "dynamic"}}  # files exported before smoothing existed
-    smoothed = {"settings": {"mode": "dynamic", "smoothing": {"alpha": 0.5, "tensors": []}}}
-    static = {"settings": {"mode": "static"}}
-    for report, expected in ((unsmoothed, saturates), (before, saturates), (smoothed, False), (static, False)):
+    fixed = {"mode": "dynamic", "batch_invariant": True}
+    unsmoothed = {"settings": {**fixed, "smoothing": "off"}}
+    before = {"settings": fixed}  # files exported before smoothing existed
+    smoothed = {"settings": {**fixed, "smoothing": {"alpha": 0.5, "tensors": []}}}
+    per_batch = {"settings": {"mode": "dynamic", "batch_invariant": False}}  # cannot be smoothed
+    static = {"settings": {"mode": "static", "batch_invariant": True}}
+    cases = ((unsmoothed, saturates), (before, saturates), (smoothed, False), (per_batch, False), (static, False))
+    for report, expected in cases:
         note = int8_kernels.unsmoothed_file_note(report)
         assert (note is not None) is expected, report
         if note:

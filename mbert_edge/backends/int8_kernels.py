@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from typing import Any
 
 import numpy as np
 
@@ -105,12 +106,15 @@ def describe(saturates: bool | None) -> str:
     return "exact u8 x s8 products"
 
 
-def unsmoothed_file_note(int8_report: dict) -> str | None:
+def unsmoothed_file_note(int8_report: dict[str, Any]) -> str | None:
     """A warning for loading an INT8 file that clamps much more on this CPU than where it was gated: dynamic
-    INT8 exported without smoothing (``--smoothing 0``, or before smoothing became the default), run where u8 x s8
-    products saturate. None otherwise; the probe runs only for such files, so the default costs nothing."""
+    INT8 with fixed activation ranges exported without smoothing (``--smoothing 0``, or before smoothing became
+    the default), run where u8 x s8 products saturate. None otherwise (per-batch ranges cannot be smoothed, and
+    were not measured); the probe runs only for such files, so loading the default costs nothing."""
     settings = int8_report.get("settings") or {}
-    if settings.get("mode") != "dynamic" or isinstance(settings.get("smoothing"), dict):
+    if settings.get("mode") != "dynamic" or settings.get("batch_invariant") is not True:
+        return None
+    if isinstance(settings.get("smoothing"), dict):
         return None
     if not u8s8_saturates():
         return None
