@@ -18,7 +18,11 @@ tokenizer, e.g. with ``--outlier-channels int8``), on the parallel sentences of
 ``--unsigned-weights`` adds, for every file, ``NAME-u8u8``: the same integers with the weights stored as uint8
 (``w + 128``, zero points too), which ONNX Runtime multiplies with its U8U8 kernels. Those never saturate, so on
 a CPU without VNNI (where the u8 x s8 kernels do: ``mbert_edge/backends/int8_kernels.py``) the variant shows
-what the file computes on a VNNI CPU, and what saturation costs here.
+what the file computes on a VNNI CPU, and what saturation costs here. It covers ONNX Runtime's integer ops
+(dynamic files) and QDQ files (static, and NNCF's for OpenVINO: the constant input of each DequantizeLinear).
+OpenVINO computes uint8 weights exactly too, but not with its int8 kernels (the variant's speed there means
+nothing); ``--backend openvino`` runs every INT8 file in OpenVINO's CPU plugin instead of ONNX Runtime (the
+fp32 reference stays ONNX Runtime's).
 """
 
 from __future__ import annotations
@@ -39,8 +43,11 @@ from mbert_edge_export.distill.data import parallel_set
 from mbert_edge_export.distill.evaluate import PIVOT, retrieval
 
 SHAPES = ((1, 16), (1, 128), (32, 128))
+RUNTIME_NAMES = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
 #: op type -> positions of (weight, weight zero point) among its inputs (ONNX Runtime's integer ops)
 WEIGHT_INPUTS = {"MatMulInteger": (1, 3), "MatMulIntegerToFloat": (1, 5), "QAttention": (1, 7)}
+#: QDQ: a DequantizeLinear's (input, zero point); only constant inputs are weights (activations are computed)
+QDQ_WEIGHT_INPUTS = {"DequantizeLinear": (0, 2)}
 
 
 def unsigned_weights_file(src: Path, dst: Path) -> int:
@@ -54,7 +61,10 @@ def unsigned_weights_file(src: Path, dst: Path) -> int:
     inits = {t.name: t for t in model.graph.initializer}
     changed = set()
     for node in model.graph.node:
-        for at in WEIGHT_INPUTS.get(node.op_type, ()):
+        qdq = node.op_type in QDQ_WEIGHT_INPUTS
+        if qdq and node.input[0] not in inits:
+            continue  # an activation's DequantizeLinear: its integers come from a QuantizeLinear at run time
+        for at in (QDQ_WEIGHT_INPUTS if qdq else WEIGHT_INPUTS).get(node.op_type, ()):
             name = node.input[at] if at < len(node.input) else ""
             if not name or name in changed:
                 continue
@@ -125,7 +135,8 @@ def markdown(result: dict) -> str:
         f"Machine: {result['machine'].get('cpu', '?')}, {result['machine']['cores']} cores, {result['threads']} "
         f"threads. Versions: {', '.join(f'{k} {v}' for k, v in result['versions'].items())}.",
         f"Started {result['started']}. Bundle: `{result['bundle']}`.",
-        f"ONNX Runtime's integer kernels on this CPU: {int8_kernels.describe(result.get('u8s8_saturates'))}.",
+        f"INT8 files run in {RUNTIME_NAMES[result.get('backend', 'onnxruntime')]}; its integer kernels on this CPU: "
+        f"{int8_kernels.describe(result.get('u8s8_saturates'))}.",
         "",
         f"Command: `{result['command']}`",
         "",
@@ -171,12 +182,25 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument(
         "--unsigned-weights", action="store_true", help="also each file with uint8 weights (U8U8 kernels, exact)"
     )
+    ap.add_argument(
+        "--backend",
+        choices=("onnxruntime", "openvino"),
+        default="onnxruntime",
+        help="the runtime of the INT8 files (openvino: QDQ files, e.g. NNCF's); the fp32 file runs in ONNX Runtime",
+    )
     args = ap.parse_args(argv)
 
     import mbert_edge
 
     predictor = mbert_edge.load(args.bundle, precision="fp32", threads=args.threads)
-    backend_cls = type(predictor.backend)
+    reference_cls = type(predictor.backend)
+    if args.backend == "openvino":
+        from mbert_edge.backends.openvino import OpenVINOCPUBackend
+
+        def backend_cls(path: Path, threads: int, precision: str):
+            return OpenVINOCPUBackend(path, threads=threads, precision=precision, cache_dir=None)
+    else:
+        backend_cls = reference_cls
     files = {}
     for spec in args.file:
         name, _, path = spec.partition("=")
@@ -190,7 +214,7 @@ def main(argv: list[str] | None = None) -> dict:
             unsigned_weights_file(Path(path), Path(files[f"{name}-u8u8"]))
     backends = {n: backend_cls(Path(p), threads=args.threads, precision="int8") for n, p in files.items()}
     sentences = parallel_set()
-    reference = embeddings(predictor, backend_cls(args.bundle / "model.onnx", threads=args.threads), sentences)
+    reference = embeddings(predictor, reference_cls(args.bundle / "model.onnx", threads=args.threads), sentences)
     result = {
         "machine": run.machine(),
         "versions": run.versions(),
@@ -198,7 +222,8 @@ def main(argv: list[str] | None = None) -> dict:
         "rounds": args.rounds,
         "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "bundle": str(args.bundle),
-        "u8s8_saturates": int8_kernels.u8s8_saturates(),
+        "backend": args.backend,
+        "u8s8_saturates": int8_kernels.saturates_for(args.backend),
         "command": "benchmarks/int8_files.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "files": {
             n: {"path": shown[n], "fidelity": fidelity(reference, embeddings(predictor, b, sentences))}

@@ -604,6 +604,15 @@ def _tensorrt_settings(args: argparse.Namespace) -> Any:
     )
 
 
+_RUNTIME_NAMES = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
+
+
+def _gate_runtime(gate_cpu: dict[str, Any]) -> str:
+    """The runtime whose integer kernels an INT8 report's ``gate_cpu`` describes (reports written before it
+    named one were all ONNX Runtime's)."""
+    return gate_cpu.get("runtime", "onnxruntime")
+
+
 def _gate_summary(report: dict[str, Any]) -> str:
     g = report["gate"]
     skip = ("metric", "value", "threshold", "passed", "texts", "languages", "worst_language", "overall_value")
@@ -629,10 +638,11 @@ def _gate_summary(report: dict[str, Any]) -> str:
         f"{g['metric']} {g['value']:.5f}{judged} (needs >= {g['threshold']}) on {g['texts']} held-out texts, "
         f"{'passed' if g['passed'] else 'FAILED'}; {fp32}; {extra}"
     )
-    if (report.get("gate_cpu") or {}).get("u8s8_saturates"):
+    gate_cpu = report.get("gate_cpu") or {}
+    if gate_cpu.get("u8s8_saturates"):
         text += (
-            "; judged on a CPU whose u8 x s8 products saturate (no VNNI): "
-            "a CPU with VNNI or AMX computes this file more exactly"
+            f"; judged on a CPU whose u8 x s8 products saturate in {_RUNTIME_NAMES[_gate_runtime(gate_cpu)]} "
+            "(no VNNI): a CPU with VNNI or AMX computes this file more exactly"
         )
     cost = report.get("fallback_speed_cost")
     if cost:
@@ -743,8 +753,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
             if "gate_cpu" in report:
                 from mbert_edge.backends import int8_kernels
 
-                here = int8_kernels.describe(int8_kernels.u8s8_saturates())
-                print(f"this CPU    ONNX Runtime's integer kernels: {here}")
+                runtime = _gate_runtime(report["gate_cpu"])
+                here = int8_kernels.describe(int8_kernels.saturates_for(runtime))
+                print(f"this CPU    {_RUNTIME_NAMES[runtime]}'s integer kernels: {here}")
         elif name == "tokenizer_sentencepiece":
             print(f"fidelity    {_sentencepiece_summary(report)}")
         elif name == "optimization":

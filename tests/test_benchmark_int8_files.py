@@ -40,3 +40,17 @@ def test_a_file_against_itself(tmp_path, bench, bundles):
     assert set(result["files"]["self"]["ms"]) == {"b1xs16", "b1xs128", "b32xs128"}
     assert json.loads(out.with_suffix(".json").read_text())["files"]["self"]["path"].endswith("model.onnx")
     assert "| self |" in out.with_suffix(".md").read_text()
+
+
+def test_a_file_in_openvino_against_onnx_runtimes_fp32(tmp_path, bench, bundles):
+    pytest.importorskip("openvino")
+    bundle = bundles["feature-extraction"]
+    out = tmp_path / "result"
+    args = [str(bundle), "--file", "self=model.onnx", "--backend", "openvino", "--out", str(out), "--rounds", "1"]
+    result = bench.main(args)
+    assert result["backend"] == "openvino"
+    # OpenVINO may run an fp32 file in bf16 where the CPU has it (precision "int8" keeps its defaults): close,
+    # not equal, to ONNX Runtime's fp32 reference
+    for lang, row in result["files"]["self"]["fidelity"].items():
+        assert row["cosine_to_fp32"] == pytest.approx(1.0, abs=2e-3), lang
+    assert "INT8 files run in OpenVINO" in out.with_suffix(".md").read_text()

@@ -68,6 +68,20 @@ def test_openvino_matches_onnxruntime(static_bundle):
         assert np.abs(ov - fp32).mean() <= 0.15 and np.abs(ort - fp32).mean() <= 0.15
 
 
+def test_the_gate_records_openvinos_integer_kernels(static_bundle, capsys):
+    from mbert_edge.backends import int8_kernels
+    from mbert_edge.cli import main
+    from mbert_edge.manifest import Manifest
+
+    report = Manifest.read(static_bundle / "manifest.json").fidelity["int8"]
+    # the gate ran the file in OpenVINO, so the record is OpenVINO's probe, not ONNX Runtime's
+    assert report["gate_cpu"] == {"runtime": "openvino", "u8s8_saturates": int8_kernels.openvino_u8s8_saturates()}
+    assert main(["info", str(static_bundle)]) == 0
+    out = capsys.readouterr().out
+    here = int8_kernels.describe(int8_kernels.openvino_u8s8_saturates())
+    assert f"OpenVINO's integer kernels: {here}" in out
+
+
 def test_auto_never_picks_openvino(static_bundle):
     p = mbert_edge.load(static_bundle)
     assert p.backend.name == "onnxruntime" and p.model_file.precision == "fp32"

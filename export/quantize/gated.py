@@ -216,10 +216,13 @@ def quantize_with_gate(
         recipe = quantize([], dst)
         result = check(dst)
         report: dict[str, Any] = {"settings": recipe, "gate": result, "fp32_groups": []}
-        if settings.target == "onnxruntime":
-            # what this CPU's integer kernels compute: without VNNI, u8 x s8 products saturate and the gate
-            # reads lower than it would on a VNNI CPU (mbert_edge/backends/int8_kernels.py)
-            report["gate_cpu"] = {"u8s8_saturates": int8_kernels.u8s8_saturates()}
+        # what the integer kernels of the runtime that ran the gate compute on this CPU: without VNNI, u8 x s8
+        # products saturate (ONNX Runtime's and OpenVINO's alike) and the gate reads lower than it would on a VNNI
+        # CPU (mbert_edge/backends/int8_kernels.py)
+        report["gate_cpu"] = {
+            "runtime": settings.target,
+            "u8s8_saturates": int8_kernels.saturates_for(settings.target),
+        }
         log.info(
             "accuracy gate: %s = %.5f (needs >= %.3f): %s",
             result["metric"],

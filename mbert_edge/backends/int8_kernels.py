@@ -9,15 +9,19 @@ run there reads lower than on a VNNI CPU; docs/int8.md ("CPUs without int8 dot p
 
 :func:`u8s8_saturates` asks ONNX Runtime itself, once per process, on a one-node graph whose exact answer is
 known (:func:`probe_model`), rather than reading CPU flags: it sees the kernel that actually runs, on any
-operating system and ONNX Runtime version. The export's INT8 report records the answer for the machine that
-ran the gate, and ``mbert-edge info`` prints it for the machine it runs on. The probe model is written with a
-few lines of protobuf encoding: the runtime does not depend on the ``onnx`` package.
+operating system and ONNX Runtime version. OpenVINO's CPU plugin (oneDNN) multiplies the same way and clamps
+the same way on the same CPUs; :func:`openvino_u8s8_saturates` asks it on a QDQ graph (:func:`qdq_probe_model`),
+the form of the files NNCF writes for ``--target openvino`` (OpenVINO runs a bare ``MatMulInteger`` exactly, so
+that probe would not see its integer kernels). The export's INT8 report records the answer for the machine and
+runtime that ran the gate, and ``mbert-edge info`` prints it for the machine it runs on. The probe models are
+written with a few lines of protobuf encoding: the runtime does not depend on the ``onnx`` package.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import struct
 from typing import Any
 
 import numpy as np
@@ -25,7 +29,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 _PROBE_M, _PROBE_K, _PROBE_N = 4, 64, 16
-_UINT8, _INT8, _INT32 = 2, 3, 6  # onnx TensorProto.DataType
+_FLOAT, _UINT8, _INT8, _INT32 = 1, 2, 3, 6  # onnx TensorProto.DataType
 
 
 def _varint(value: int) -> bytes:
@@ -53,27 +57,72 @@ def _value_info(name: str, elem_type: int, dims: tuple[int, ...]) -> bytes:
     return _bytes_field(1, name.encode()) + _bytes_field(2, _bytes_field(1, tensor_type))  # ValueInfoProto
 
 
+def _tensor(name: str, data_type: int, dims: tuple[int, ...], raw: bytes) -> bytes:
+    """A TensorProto {dims, data_type, name, raw_data} (raw_data little-endian, as ONNX stores it)."""
+    return b"".join(_int_field(1, d) for d in dims) + _int_field(2, data_type) + _bytes_field(8, name.encode()) + (
+        _bytes_field(9, raw)
+    )
+
+
+def _node(op_type: str, inputs: tuple[str, ...], output: str) -> bytes:
+    """A NodeProto {input, output, op_type}."""
+    return b"".join(_bytes_field(1, i.encode()) for i in inputs) + _bytes_field(2, output.encode()) + (
+        _bytes_field(4, op_type.encode())
+    )
+
+
+def _model(name: str, nodes: list[bytes], initializers: list[bytes], inputs: list[bytes], output: bytes) -> bytes:
+    """A ModelProto {ir_version 8, opset 17, graph {node, name, initializer, input, output}}."""
+    graph = (
+        b"".join(_bytes_field(1, n) for n in nodes)
+        + _bytes_field(2, name.encode())
+        + b"".join(_bytes_field(5, t) for t in initializers)
+        + b"".join(_bytes_field(11, i) for i in inputs)
+        + _bytes_field(12, output)
+    )
+    opset = _bytes_field(1, b"") + _int_field(2, 17)  # OperatorSetIdProto {domain "", version 17}
+    return _int_field(1, 8) + _bytes_field(8, opset) + _bytes_field(7, graph)
+
+
 def probe_model() -> bytes:
     """A serialized one-node ONNX model, ``Y = MatMulInteger(A, B)``: ``A`` a uint8 input (4 x 64), ``B`` an
     int8 initializer (64 x 16) of 127s. Fed 255s, exact arithmetic gives 64 * 255 * 127 = 2,072,640 in every
     cell; pairwise 16-bit saturation gives 32 * 32,767 = 1,048,544."""
-    weight = (  # TensorProto {dims, data_type, name, raw_data}
-        _int_field(1, _PROBE_K)
-        + _int_field(1, _PROBE_N)
-        + _int_field(2, _INT8)
-        + _bytes_field(8, b"B")
-        + _bytes_field(9, bytes([127]) * (_PROBE_K * _PROBE_N))
+    weight = _tensor("B", _INT8, (_PROBE_K, _PROBE_N), bytes([127]) * (_PROBE_K * _PROBE_N))
+    return _model(
+        "u8s8_probe",
+        [_node("MatMulInteger", ("A", "B"), "Y")],
+        [weight],
+        [_value_info("A", _UINT8, (_PROBE_M, _PROBE_K))],
+        _value_info("Y", _INT32, (_PROBE_M, _PROBE_N)),
     )
-    node = _bytes_field(1, b"A") + _bytes_field(1, b"B") + _bytes_field(2, b"Y") + _bytes_field(4, b"MatMulInteger")
-    graph = (  # GraphProto {node, name, initializer, input, output}
-        _bytes_field(1, node)
-        + _bytes_field(2, b"u8s8_probe")
-        + _bytes_field(5, weight)
-        + _bytes_field(11, _value_info("A", _UINT8, (_PROBE_M, _PROBE_K)))
-        + _bytes_field(12, _value_info("Y", _INT32, (_PROBE_M, _PROBE_N)))
+
+
+def qdq_probe_model() -> bytes:
+    """The same product as :func:`probe_model` in QDQ form, as NNCF writes it: ``Y = MatMul(DequantizeLinear(
+    QuantizeLinear(A)), DequantizeLinear(B))``, ``A`` a float input (4 x 64) quantized to uint8 (scale 1, zero
+    point 0), ``B`` int8 127s (scale 1, zero point 0). Fed 255.0, exact arithmetic gives 2,072,640.0 in every
+    cell, pairwise saturation 1,048,544.0."""
+    scale = struct.pack("<f", 1.0)
+    initializers = [
+        _tensor("scale", _FLOAT, (), scale),
+        _tensor("a_zero_point", _UINT8, (), b"\x00"),
+        _tensor("B", _INT8, (_PROBE_K, _PROBE_N), bytes([127]) * (_PROBE_K * _PROBE_N)),
+        _tensor("b_zero_point", _INT8, (), b"\x00"),
+    ]
+    nodes = [
+        _node("QuantizeLinear", ("A", "scale", "a_zero_point"), "A_q"),
+        _node("DequantizeLinear", ("A_q", "scale", "a_zero_point"), "A_dq"),
+        _node("DequantizeLinear", ("B", "scale", "b_zero_point"), "B_dq"),
+        _node("MatMul", ("A_dq", "B_dq"), "Y"),
+    ]
+    return _model(
+        "u8s8_qdq_probe",
+        nodes,
+        initializers,
+        [_value_info("A", _FLOAT, (_PROBE_M, _PROBE_K))],
+        _value_info("Y", _FLOAT, (_PROBE_M, _PROBE_N)),
     )
-    opset = _bytes_field(1, b"") + _int_field(2, 17)  # OperatorSetIdProto {domain "", version 17}
-    return _int_field(1, 8) + _bytes_field(8, opset) + _bytes_field(7, graph)  # ModelProto {ir_version 8, ...}
 
 
 @functools.lru_cache(maxsize=1)
@@ -95,6 +144,29 @@ def u8s8_saturates() -> bool | None:
     saturates = bool(np.any(out != _PROBE_K * 255 * 127))
     log.debug("u8s8 probe: %d (exact: %d)", int(out.flat[0]), _PROBE_K * 255 * 127)
     return saturates
+
+
+@functools.lru_cache(maxsize=1)
+def openvino_u8s8_saturates() -> bool | None:
+    """Whether OpenVINO's CPU plugin clamps u8 x s8 products on this CPU, asked on :func:`qdq_probe_model`;
+    None when the probe cannot run (no OpenVINO). Measured once per process (compiling takes ~0.1 s)."""
+    try:
+        import openvino as ov
+
+        core = ov.Core()
+        compiled = core.compile_model(core.read_model(qdq_probe_model(), b""), "CPU", {"INFERENCE_NUM_THREADS": 1})
+        out = compiled({"A": np.full((_PROBE_M, _PROBE_K), 255.0, dtype=np.float32)})[compiled.output(0)]
+    except Exception as exc:  # OpenVINO raises RuntimeError with long reports, or is not installed
+        log.debug("the OpenVINO u8s8 probe did not run: %s", exc)
+        return None
+    saturates = bool(np.any(out != _PROBE_K * 255 * 127))
+    log.debug("OpenVINO u8s8 probe: %d (exact: %d)", int(out.flat[0]), _PROBE_K * 255 * 127)
+    return saturates
+
+
+def saturates_for(runtime: str) -> bool | None:
+    """The probe for ``runtime`` ("onnxruntime" or "openvino"): what an INT8 report's ``gate_cpu`` records."""
+    return openvino_u8s8_saturates() if runtime == "openvino" else u8s8_saturates()
 
 
 def describe(saturates: bool | None) -> str:
