@@ -141,9 +141,16 @@ def test_static_node_types(static_bundle):
     graph = onnx.load(str(static_bundle / "model.int8.onnx")).graph
     producers = {o: n.op_type for n in graph.node for o in n.output}
     matmuls = [n for n in graph.node if n.op_type == "MatMul"]
-    assert matmuls and all(producers.get(i) == "DequantizeLinear" for n in matmuls for i in n.input)
-    assert counts["EmbedLayerNormalization"] == 0
     m = Manifest.read(static_bundle / "manifest.json")
+    # every MatMul reads dequantized integers, but those the accuracy gate kept in fp32, which the manifest names
+    # (on CPUs whose u8 x s8 products clamp the tiny model is at the gate's margin: on an AVX2 EPYC one run in
+    # several kept a group; see test_dynamic_node_types_and_manifest)
+    kept = set(m.fidelity["int8"]["settings"]["fp32_nodes"])
+    quantized = [n for n in matmuls if n.name not in kept]
+    assert quantized and all(producers.get(i) == "DequantizeLinear" for n in quantized for i in n.input)
+    if has_vnni():
+        assert len(quantized) == len(matmuls)
+    assert counts["EmbedLayerNormalization"] == 0
     check_word_table(m.fidelity["int8"], counts)
     assert [f.precision for f in m.model_files()] == ["int8"]  # fp32 dropped by default
     assert m.fidelity["int8"]["settings"]["calibration_method"] == "entropy"
