@@ -76,6 +76,7 @@ import shlex
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -1681,7 +1682,8 @@ def plot(result: Mapping[str, Any], path: Path) -> None:
         fontsize=8, va="center", transform=axes[-1].transAxes,
     )  # fmt: skip
     when = f"{result.get('started', '')}, {result.get('threads')} threads"
-    fig.suptitle(f"{result.get('title', '')} ({when})", fontsize=9)
+    # wrapped: a long title would run off the figure's edges
+    fig.suptitle(textwrap.fill(f"{result.get('title', '')} ({when})", width=160), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
