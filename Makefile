@@ -120,6 +120,48 @@ bench-batch: $(RAY_STAMP) $(BENCH_STAMP)
 		--limit 'transformers-loop=10000' --limit 'sentence-transformers=10000' --limit '*-fp32=10000' \
 		--skip '*-fp32@*' --out benchmarks/results/batch-scoring
 
+# The topic classifier's benchmark (issue #10 section 5), whole, in one command: the teacher
+# (examples/train_topic_classifier.py), its 6- and 4-layer students trimmed to TOPIC_LANGS, our INT8 files of the
+# teacher (untrimmed and trimmed) and of the students (gated on the task's own texts), Optimum's and OpenVINO + NNCF's
+# INT8 files, and one benchmarks/students.py run of them all beside PyTorch. About 2.5 hours on 2 AVX2 cores (1.5 on
+# the AMX Intel) at the default budgets (minutes); smaller budgets (e.g. TOPIC_TEACHER_MIN=1 TOPIC_S6_MIN=1
+# TOPIC_S4_MIN=1 TOPIC_BENCH_FLAGS=--quick) check the chain: 14.5 minutes on the AVX2 EPYC. Not part of .ci/run.
+TOPIC             ?= build/topic
+TOPIC_LANGS       ?= en,de,fr,es,ru,zh,ar,hi
+TOPIC_TEACHER_MIN ?= 12
+TOPIC_S6_MIN      ?= 50
+TOPIC_S4_MIN      ?= 35
+TOPIC_OUT         ?= benchmarks/results/students-topic-all
+TOPIC_BENCH_FLAGS ?= --rounds 8
+TOPIC_DISTILL     := --languages $(TOPIC_LANGS) --data $(TOPIC)/topic-train.jsonl --max-texts 16000 --epochs 6 \
+                     --max-vocab 72000
+TOPIC_INT8        := --quantize dynamic --calibration $(TOPIC)/topic-train.jsonl --force
+.PHONY: bench-topic
+bench-topic: $(STAMP) $(BENCH_STAMP)
+	mkdir -p $(TOPIC)
+	$(PY) examples/train_topic_classifier.py -o $(TOPIC)/teacher --time-budget $(TOPIC_TEACHER_MIN) --force
+	$(PY) benchmarks/topic_train_jsonl.py > $(TOPIC)/topic-train.jsonl
+	$(VENV)/bin/mbert-edge distill $(TOPIC)/teacher -o $(TOPIC)/s6 --layers 6 $(TOPIC_DISTILL) \
+		--time-budget $(TOPIC_S6_MIN) --force
+	$(VENV)/bin/mbert-edge distill $(TOPIC)/teacher -o $(TOPIC)/s4 --layers 4 $(TOPIC_DISTILL) \
+		--time-budget $(TOPIC_S4_MIN) --force
+	$(VENV)/bin/mbert-edge export $(TOPIC)/teacher -o $(TOPIC)/b-teacher-fp32 --force
+	$(VENV)/bin/mbert-edge export $(TOPIC)/teacher -o $(TOPIC)/b-teacher-int8 $(TOPIC_INT8)
+	$(VENV)/bin/mbert-edge export $(TOPIC)/teacher -o $(TOPIC)/b-trim-int8 --languages $(TOPIC_LANGS) $(TOPIC_INT8)
+	$(VENV)/bin/mbert-edge export $(TOPIC)/s6 -o $(TOPIC)/b-s6-int8 --languages $(TOPIC_LANGS) $(TOPIC_INT8)
+	$(VENV)/bin/mbert-edge export $(TOPIC)/s4 -o $(TOPIC)/b-s4-int8 --languages $(TOPIC_LANGS) $(TOPIC_INT8)
+	$(BENCH_VENV)/bin/python benchmarks/peer_files.py optimum $(TOPIC)/teacher $(TOPIC)/peer-optimum-int8
+	$(PY) benchmarks/peer_files.py openvino $(TOPIC)/b-teacher-fp32 $(TOPIC)/peer-openvino-int8
+	$(PY) benchmarks/students.py --teacher-checkpoint $(TOPIC)/teacher --reference pytorch --threads 2 \
+		--bundle teacher-fp32=$(TOPIC)/b-teacher-fp32 --bundle teacher-int8=$(TOPIC)/b-teacher-int8 \
+		--bundle trimmed-int8=$(TOPIC)/b-trim-int8 --bundle student6-int8=$(TOPIC)/b-s6-int8 \
+		--bundle student4-int8=$(TOPIC)/b-s4-int8 \
+		--onnx-peer optimum-int8=$(TOPIC)/peer-optimum-int8/model_quantized.onnx \
+		--openvino-peer openvino-int8=$(TOPIC)/peer-openvino-int8/model.xml \
+		--int8-baseline teacher-int8 --target student6-int8 --languages $(TOPIC_LANGS) --other-languages pt,ja,ko \
+		$(TOPIC_BENCH_FLAGS) --out $(TOPIC_OUT) \
+		--title 'the topic classifier (e5-small fine-tuned on ten topics): teacher, peers, trim, 6- and 4-layer students'
+
 # Install as users do: `python -m build` makes the sdist and, from it, the wheel; each is installed into a fresh venv
 # under build/wheel-check/ and checked by tests/install/check_install.py. The wheel with the runtime only: tiny
 # bundles of every task (built by .venv) predict as in the checkout, the export stage is refused naming its extra.

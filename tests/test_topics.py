@@ -253,3 +253,20 @@ def test_evaluate_sees_only_held_out_text(available: list[str]) -> None:
     always_science = topics.evaluate(lambda texts: [0] * len(texts), ["en"])
     n_science = sum(1 for _, label in topics.split("en")[1] if label == 0)
     assert always_science["languages"]["en"]["correct"] == n_science
+
+
+def test_the_benchmarks_training_jsonl_holds_the_training_split_only(capsys):
+    """benchmarks/topic_train_jsonl.py (make bench-topic's distillation data and INT8 calibration): every line is a
+    training paragraph with its label's name; no held-out paragraph, which the benchmark scores, is among them."""
+    import json
+    from pathlib import Path
+
+    from tests.conftest import load_script
+
+    script = load_script(Path(__file__).resolve().parents[1] / "benchmarks" / "topic_train_jsonl.py", "topic_jsonl")
+    assert script.main(["--langs", "en,hi"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    train = {(p.text, TOPICS[label]) for lang in ("en", "hi") for p, label in topics.split(lang)[0]}
+    held_out = {p.text for lang in ("en", "hi") for p, _ in topics.split(lang)[1]}
+    assert rows and {(r["text"], r["label"]) for r in rows} == train and len(rows) == len(train)
+    assert not {r["text"] for r in rows} & held_out
