@@ -43,7 +43,6 @@ from mbert_edge_export.distill.data import parallel_set
 from mbert_edge_export.distill.evaluate import PIVOT, retrieval
 
 SHAPES = ((1, 16), (1, 128), (32, 128))
-RUNTIME_NAMES = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
 #: op type -> positions of (weight, weight zero point) among its inputs (ONNX Runtime's integer ops)
 WEIGHT_INPUTS = {"MatMulInteger": (1, 3), "MatMulIntegerToFloat": (1, 5), "QAttention": (1, 7)}
 #: QDQ: a DequantizeLinear's (input, zero point); only constant inputs are weights (activations are computed)
@@ -135,8 +134,8 @@ def markdown(result: dict) -> str:
         f"Machine: {result['machine'].get('cpu', '?')}, {result['machine']['cores']} cores, {result['threads']} "
         f"threads. Versions: {', '.join(f'{k} {v}' for k, v in result['versions'].items())}.",
         f"Started {result['started']}. Bundle: `{result['bundle']}`.",
-        f"INT8 files run in {RUNTIME_NAMES[result.get('backend', 'onnxruntime')]}; its integer kernels on this CPU: "
-        f"{int8_kernels.describe(result.get('u8s8_saturates'))}.",
+        f"INT8 files run in {int8_kernels.RUNTIME_NAMES[result.get('backend', 'onnxruntime')]}; its integer kernels "
+        f"on this CPU: {int8_kernels.describe(result.get('u8s8_saturates'))}.",
         "",
         f"Command: `{result['command']}`",
         "",

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mbert_edge import __version__
+from mbert_edge.backends import int8_kernels
 from mbert_edge.errors import InvalidInputError, MbertEdgeError
 from mbert_edge.manifest import FEATURE_EXTRACTION, TASKS
 
@@ -604,9 +605,6 @@ def _tensorrt_settings(args: argparse.Namespace) -> Any:
     )
 
 
-_RUNTIME_NAMES = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
-
-
 def _gate_runtime(gate_cpu: dict[str, Any]) -> str:
     """The runtime whose integer kernels an INT8 report's ``gate_cpu`` describes (reports written before it
     named one were all ONNX Runtime's)."""
@@ -640,8 +638,9 @@ def _gate_summary(report: dict[str, Any]) -> str:
     )
     gate_cpu = report.get("gate_cpu") or {}
     if gate_cpu.get("u8s8_saturates"):
+        runtime = int8_kernels.RUNTIME_NAMES[_gate_runtime(gate_cpu)]
         text += (
-            f"; judged on a CPU whose u8 x s8 products saturate in {_RUNTIME_NAMES[_gate_runtime(gate_cpu)]} "
+            f"; judged on a CPU whose u8 x s8 products saturate in {runtime} "
             "(no VNNI): a CPU with VNNI or AMX computes this file more exactly"
         )
     cost = report.get("fallback_speed_cost")
@@ -751,11 +750,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
         if name == "int8":
             print(f"fidelity    int8 ({report['settings']['mode']}): {_gate_summary(report)}")
             if "gate_cpu" in report:
-                from mbert_edge.backends import int8_kernels
-
                 runtime = _gate_runtime(report["gate_cpu"])
                 here = int8_kernels.describe(int8_kernels.saturates_for(runtime))
-                print(f"this CPU    {_RUNTIME_NAMES[runtime]}'s integer kernels: {here}")
+                print(f"this CPU    {int8_kernels.RUNTIME_NAMES[runtime]}'s integer kernels: {here}")
         elif name == "tokenizer_sentencepiece":
             print(f"fidelity    {_sentencepiece_summary(report)}")
         elif name == "optimization":

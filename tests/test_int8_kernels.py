@@ -24,9 +24,8 @@ from mbert_edge_export.optimize import optimize_graph
 from mbert_edge_export.quantize import gate
 from mbert_edge_export.quantize.gated import QuantizeSettings
 from tests.conftest import load_script
+from tests.cpu_features import has_vnni
 from tests.tiny_int8 import quantize
-
-VNNI_FLAGS = {"avx512_vnni", "avx_vnni", "amx_int8"}
 
 
 def _matmul_integer(weight: np.ndarray, weight_zero_point: np.ndarray | None = None) -> bytes:
@@ -105,14 +104,6 @@ def _run_openvino(model: bytes, a: np.ndarray) -> np.ndarray:
     return compiled({"A": a})[compiled.output(0)]
 
 
-def _cpu_flags() -> set[str]:
-    flags: set[str] = set()
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("flags"):
-            flags |= set(line.split(":", 1)[1].split())
-    return flags
-
-
 ON_X86_LINUX = pytest.mark.skipif(
     platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"), reason="reads /proc/cpuinfo"
 )
@@ -138,14 +129,14 @@ def test_qdq_probe_model_is_valid_onnx_with_a_known_exact_answer():
 @ON_X86_LINUX
 def test_probe_agrees_with_the_cpu_flags():
     # MLAS multiplies u8 x s8 with VNNI or AMX where the CPU has them (exact), with vpmaddubsw otherwise
-    assert int8_kernels.u8s8_saturates() is not bool(_cpu_flags() & VNNI_FLAGS)
+    assert int8_kernels.u8s8_saturates() is not has_vnni()
 
 
 @ON_X86_LINUX
 def test_openvino_probe_agrees_with_the_cpu_flags():
     pytest.importorskip("openvino")
     # oneDNN, under OpenVINO's CPU plugin, chooses its int8 kernels by the same instructions
-    assert int8_kernels.openvino_u8s8_saturates() is not bool(_cpu_flags() & VNNI_FLAGS)
+    assert int8_kernels.openvino_u8s8_saturates() is not has_vnni()
     assert int8_kernels.saturates_for("openvino") is int8_kernels.openvino_u8s8_saturates()
     assert int8_kernels.saturates_for("onnxruntime") is int8_kernels.u8s8_saturates()
 

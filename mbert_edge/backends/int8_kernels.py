@@ -28,6 +28,9 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
+#: the runtimes an INT8 report's ``gate_cpu.runtime`` names, as reports print them
+RUNTIME_NAMES = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
+
 _PROBE_M, _PROBE_K, _PROBE_N = 4, 64, 16
 _FLOAT, _UINT8, _INT8, _INT32 = 1, 2, 3, 6  # onnx TensorProto.DataType
 
