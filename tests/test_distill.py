@@ -257,6 +257,47 @@ def test_same_seed_same_student(embedding_student, teacher4, tmp_path):
     assert sorted(a) == sorted(b) and all(torch.equal(a[k], b[k]) for k in a)
 
 
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU that torch sees")
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_cuda_trains_the_cpu_student(embedding_student, teacher4, tmp_path):
+    """On a GPU in fp32 the same seed and data train the CPU's student, up to float rounding: the reference is
+    the CPU run's loss curve and weights (the student's distance from the CPU one is a small share of how far
+    training moved it from the untrained cut)."""
+    out, cpu_report, cpu_losses = embedding_student
+    losses: list[float] = []
+    report = _smoke(teacher4, tmp_path / "cuda", 2, device="cuda", on_step=lambda step, loss: losses.append(loss))
+    assert report["environment"]["device"] == "cuda" and report["training"]["precision"] == "fp32"
+    np.testing.assert_allclose(losses, cpu_losses, rtol=2e-3)
+    cpu, gpu = _weights(out), _weights(tmp_path / "cuda")
+    start = make_student(transformers.AutoModel.from_pretrained(teacher4), [0, 3]).state_dict()
+    for k in cpu:
+        if k not in start:
+            continue
+        moved = float((cpu[k] - start[k]).norm())
+        if moved > 0:
+            assert float((gpu[k] - cpu[k]).norm()) < 0.02 * moved, k
+    kept = cpu_report["evaluation"]["gate"]["value"]
+    assert report["evaluation"]["gate"]["value"] == pytest.approx(kept, abs=2e-3)
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_cuda_bf16_autocast_trains(teacher4, tmp_path):
+    """``--precision bf16`` on a GPU: forward passes under autocast, float32 weights, and the student learns."""
+    if not torch.cuda.is_bf16_supported():
+        pytest.skip("this GPU has no bf16")
+    losses: list[float] = []
+    report = _smoke(
+        teacher4, tmp_path / "bf16", 2, device="cuda", precision="bf16", on_step=lambda step, loss: losses.append(loss)
+    )
+    assert report["training"]["precision"] == "bf16"
+    assert all(v.dtype == torch.float32 for v in _weights(tmp_path / "bf16").values())
+    assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5, losses
+
+
 def test_resume_reaches_the_uninterrupted_student(embedding_student, teacher4, tmp_path):
     out, _, _ = embedding_student
 
