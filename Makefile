@@ -123,8 +123,8 @@ bench-batch: $(RAY_STAMP) $(BENCH_STAMP)
 # The topic classifier's benchmark (issue #10 section 5), whole, in one command: the teacher
 # (examples/train_topic_classifier.py), its 6- and 4-layer students trimmed to TOPIC_LANGS, our INT8 files of the
 # teacher (untrimmed and trimmed) and of the students (gated on the task's own texts), Optimum's and OpenVINO + NNCF's
-# INT8 files, and one benchmarks/students.py run of them all beside PyTorch. About 2.5 hours on 2 AVX2 cores (1.5 on
-# the AMX Intel) at the default budgets (minutes); smaller budgets (e.g. TOPIC_TEACHER_MIN=1 TOPIC_S6_MIN=1
+# INT8 files, and one benchmarks/students.py run of them all beside PyTorch. 1 h 52 min on 2 AVX2 cores (AMD EPYC,
+# 2026-12-04; training is 97 of those minutes, set by the budgets below); smaller budgets (e.g. TOPIC_TEACHER_MIN=1 TOPIC_S6_MIN=1
 # TOPIC_S4_MIN=1 TOPIC_BENCH_FLAGS=--quick) check the chain: 14.5 minutes on the AVX2 EPYC. Not part of .ci/run.
 TOPIC             ?= build/topic
 TOPIC_LANGS       ?= en,de,fr,es,ru,zh,ar,hi

