@@ -200,7 +200,10 @@ class Trainer:
         return self.epoch_batches(step // self.batches_per_epoch)[step % self.batches_per_epoch]
 
     def lr_at(self, step: int) -> float:
-        """Linear warmup over ``warmup`` of the planned steps, then linear decay to 0 at the last one."""
+        """The learning rate of step ``step`` (0-based): a linear warmup over the first ``warm`` =
+        ceil(``warmup`` x planned) steps (step 0 at lr / warm, step warm - 1 at the peak), then a linear decay from
+        the peak at step ``warm`` to lr / (planned - warm) at the last step, reaching 0 at ``planned`` (one past the
+        last step trained), so that no step is spent at a rate of 0."""
         planned = self.state.planned_steps
         warm = max(1, math.ceil(self.settings.warmup * planned)) if self.settings.warmup > 0 else 0
         if step < warm:

@@ -68,6 +68,12 @@ def check_options(
         corpus.root()  # raises, saying how to install it, when the corpus is missing
     if "wordfreq" in sources:
         mining.import_wordfreq()
+    elif coverage < 1.0:
+        log.warning(
+            "--vocab-coverage %g applies to the wordfreq source only, which is not used: every piece of the corpus "
+            "sources is kept",
+            coverage,
+        )
     bare = mining.languages_without_text(langs, sources)
     if bare and not corpus_files:
         raise ExportError(
@@ -119,7 +125,11 @@ def trim_source(
             ",".join(previous["languages"]),
             ",".join(langs),
         )
-        return loaded, {**previous, "skipped": f"source already trimmed to {','.join(previous['languages'])}"}
+        return loaded, {
+            **previous,
+            "requested_languages": langs,
+            "skipped": f"source already trimmed to {','.join(previous['languages'])}",
+        }
     tok = prepare_for_bundle(loaded.tokenizer)  # a saved padding or truncation would pad or cut the mined text
     kind = model_type(tok)
     if kind not in SUPPORTED:
