@@ -1,6 +1,7 @@
 """The export pipeline: an ordered list of stages, each adding files and a section of the fidelity report.
 
-    load_source -> trim_vocabulary -> to_onnx -> sentencepiece_tokenizer -> tensorrt -> quantize -> write_bundle
+    load_source -> trim_vocabulary -> to_onnx -> sentencepiece_tokenizer -> tensorrt -> quantize
+        -> teacher_fidelity -> write_bundle
 
 * ``load_source``: the checkpoint, the embedded default, or a student from ``mbert-edge distill``.
 * ``trim_vocabulary`` (``--languages``): fewer vocabulary rows, identical tokenization on kept languages.
@@ -8,6 +9,8 @@
 * ``sentencepiece_tokenizer``: ``tokenizer.model`` for Unigram tokenizers, when it gives the same ids (faster load).
 * ``tensorrt`` (``--target tensorrt``): fp16 and/or int8 Q/DQ files for TensorRT from the plain export, gated.
 * ``quantize`` (``--quantize``): fused graph, INT8 model, accuracy gate.
+* ``teacher_fidelity`` (a student of ``mbert-edge distill``): the shipped files against the original teacher,
+  per language, on held-out text (where the teacher can be loaded; ``--skip-teacher-fidelity`` turns it off).
 * ``write_bundle``: ``manifest.json`` (checksums, settings of every stage, fidelity), moved into place.
 
 Everything is written into a staging directory beside the output, which only ever holds a complete bundle.
@@ -24,6 +27,7 @@ from mbert_edge_export.stages import (
     load_source,
     quantize,
     sentencepiece_tokenizer,
+    teacher_fidelity,
     tensorrt,
     to_onnx,
     trim_vocabulary,
@@ -34,7 +38,16 @@ from mbert_edge_export.tensorrt import TensorRTSettings
 
 log = logging.getLogger(__name__)
 
-STAGES = (load_source, trim_vocabulary, to_onnx, sentencepiece_tokenizer, tensorrt, quantize, write_bundle)
+STAGES = (
+    load_source,
+    trim_vocabulary,
+    to_onnx,
+    sentencepiece_tokenizer,
+    tensorrt,
+    quantize,
+    teacher_fidelity,
+    write_bundle,
+)
 
 
 def _steps(stage, ctx: ExportContext) -> int:
@@ -52,9 +65,11 @@ def run(options: ExportOptions) -> Path:
     with bundle_writer.staging_dir(options.output) as stage_dir:
         ctx = ExportContext(options, stage_dir=stage_dir, total_steps=total)
         result: Path | None = None
-        for stage in STAGES:
+        for i, stage in enumerate(STAGES):
             if stage.enabled(ctx):
                 result = stage.run(ctx)
+                # what a stage loads can enable later ones (a distilled student's lineage: teacher_fidelity)
+                ctx.total_steps = ctx.step_no + sum(_steps(s, ctx) for s in STAGES[i + 1 :] if s.enabled(ctx))
         assert result is not None
         return result
 
@@ -78,6 +93,7 @@ def export_bundle(
     vocab_coverage: float | None = None,
     max_vocab: int | None = None,
     tensorrt: TensorRTSettings | None = None,
+    teacher_fidelity: bool = True,
 ) -> Path:
     """Export ``source`` (``"default"``, a checkpoint directory, or a cached hub id) into a bundle at ``output``.
 
@@ -89,7 +105,9 @@ def export_bundle(
     made from the plain graph, gated on ONNX Runtime CPU as a stand-in; see :mod:`mbert_edge_export.tensorrt`).
     Either way the INT8 model is checked by the accuracy gate, run by the backend it is made for, on held-out
     text (from ``calibration_file`` or the multilingual sample; labels in the file make the gate report
-    accuracy too). Returns the bundle path. Raises an
+    accuracy too). A student of ``mbert-edge distill`` is then judged end to end against its original teacher,
+    per language (``teacher_fidelity``; skipped with a recorded reason where the teacher cannot be loaded).
+    Returns the bundle path. Raises an
     :class:`~mbert_edge_export.errors.ExportError` subclass on failure, leaving ``output`` untouched.
     """
     if isinstance(languages, str):
@@ -113,6 +131,7 @@ def export_bundle(
         eval_size=eval_size,
         keep_fp32=keep_fp32,
         tensorrt=tensorrt,
+        teacher_fidelity=teacher_fidelity,
     )
     return run(options)
 

@@ -53,6 +53,12 @@ def _parser() -> argparse.ArgumentParser:
         "--tolerance", type=float, default=1e-4, help="max |onnx - pytorch| allowed by the parity check (default 1e-4)"
     )
     e.add_argument("--force", action="store_true", help="replace an existing bundle at --output")
+    e.add_argument(
+        "--skip-teacher-fidelity",
+        action="store_true",
+        help="for a student of 'mbert-edge distill': do not judge the bundle's files against the original teacher "
+        "(by default they are, per language on held-out text, when the teacher can be loaded: 1-3 minutes)",
+    )
     t = e.add_argument_group("vocabulary trimming")
     t.add_argument(
         "--languages",
@@ -571,6 +577,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         vocab_coverage=args.vocab_coverage,
         max_vocab=args.max_vocab,
         tensorrt=tensorrt,
+        teacher_fidelity=not args.skip_teacher_fidelity,
     )
     print(f"exported {args.source} to {path} in {time.perf_counter() - start:.1f} s")
     from mbert_edge.manifest import Manifest
@@ -730,6 +737,14 @@ def _cmd_info(args: argparse.Namespace) -> int:
             + (f" ({d['precision']})" if d.get("precision") else "")
         )
         _print_distill_retention(lineage.get("evaluation") or {})
+        end_to_end = m.fidelity.get("teacher") or {}
+        if end_to_end.get("measured"):
+            for name in end_to_end.get("candidates") or []:
+                _print_distill_retention(
+                    end_to_end, candidate=name, label=f"end to end, {name} (ONNX Runtime, this bundle)"
+                )
+        elif end_to_end:
+            print(f"fidelity    end to end against the teacher: not measured ({end_to_end.get('reason')})")
     trim = m.export.get("trim") or (lineage.get("trim") if isinstance(lineage.get("trim"), dict) else None)
     if trim:
         _print_trim(trim, m.fidelity.get("trim") or trim.get("fidelity") or {})
@@ -745,7 +760,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
             )
         print(f"file        {f.path:<18} {f.size / 1e6:9.1f} MB  {kind}")
     for name, report in m.fidelity.items():
-        if name == "trim":
+        if name in ("trim", "teacher"):
             continue
         if name == "int8":
             print(f"fidelity    int8 ({report['settings']['mode']}): {_gate_summary(report)}")
@@ -767,19 +782,23 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_distill_retention(evaluation: dict[str, Any]) -> None:
-    """The student's retention per language (vs the untrimmed teacher, held-out text, measured in PyTorch)."""
-    rows, gate = evaluation.get("languages") or {}, evaluation.get("gate") or {}
+def _print_distill_retention(
+    evaluation: dict[str, Any], candidate: str = "student", label: str = "distill, the student in PyTorch"
+) -> None:
+    """A candidate's retention per language against the untrimmed teacher on held-out text: the distill report's
+    student (PyTorch), or a shipped file of the bundle (export's ``teacher`` fidelity section)."""
+    rows = evaluation.get("languages") or {}
+    gate = (evaluation.get("gates") or {}).get(candidate) or evaluation.get("gate") or {}
     if not rows:
         return
     kept = set(evaluation.get("kept_languages") or ())
 
     def cell(lang: str) -> str:
-        value = (rows[lang].get("student") or {}).get("retention")
+        value = (rows[lang].get(candidate) or {}).get("retention")
         return f"{lang} {value:.3f}" if isinstance(value, (int, float)) else f"{lang} -"
 
     print(
-        f"fidelity    distill ({gate.get('metric', 'retention')}, held-out text, PyTorch): worst kept language "
+        f"fidelity    {label} ({gate.get('metric', 'retention')}, held-out text): worst kept language "
         f"{gate.get('worst_language')} {gate.get('value')}"
     )
     print(f"  kept      {', '.join(cell(lang) for lang in sorted(rows) if lang in kept)}")

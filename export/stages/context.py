@@ -46,6 +46,8 @@ class ExportOptions:
     keep_fp32: bool = False
     # TensorRT-ready files (stage tensorrt, --target tensorrt)
     tensorrt: TensorRTSettings | None = None
+    # a distilled student's shipped files against its original teacher (stage teacher_fidelity)
+    teacher_fidelity: bool = True
 
     @property
     def needs_text(self) -> bool:
