@@ -136,6 +136,10 @@ TOPIC_BENCH_FLAGS ?= --rounds 8
 TOPIC_DISTILL     := --languages $(TOPIC_LANGS) --data $(TOPIC)/topic-train.jsonl --max-texts 16000 --epochs 6 \
                      --max-vocab 72000
 TOPIC_INT8        := --quantize dynamic --calibration $(TOPIC)/topic-train.jsonl --force
+# The 6-layer student's bundle is cut to 71,500 pieces at export: at the distilled 72,000 its head, labels and
+# manifest put it 0.07 MB over the 30 MB target (benchmarks/results/retention-intervals-topic-71500.md: same accuracy
+# and agreement per kept language). The committed run of 2026-12-04 predates this and exported at 72,000.
+TOPIC_S6_VOCAB    ?= 71500
 .PHONY: bench-topic
 bench-topic: $(STAMP) $(BENCH_STAMP)
 	mkdir -p $(TOPIC)
@@ -148,7 +152,8 @@ bench-topic: $(STAMP) $(BENCH_STAMP)
 	$(VENV)/bin/mbert-edge export $(TOPIC)/teacher -o $(TOPIC)/b-teacher-fp32 --force
 	$(VENV)/bin/mbert-edge export $(TOPIC)/teacher -o $(TOPIC)/b-teacher-int8 $(TOPIC_INT8)
 	$(VENV)/bin/mbert-edge export $(TOPIC)/teacher -o $(TOPIC)/b-trim-int8 --languages $(TOPIC_LANGS) $(TOPIC_INT8)
-	$(VENV)/bin/mbert-edge export $(TOPIC)/s6 -o $(TOPIC)/b-s6-int8 --languages $(TOPIC_LANGS) $(TOPIC_INT8)
+	$(VENV)/bin/mbert-edge export $(TOPIC)/s6 -o $(TOPIC)/b-s6-int8 --languages $(TOPIC_LANGS) \
+		--max-vocab $(TOPIC_S6_VOCAB) $(TOPIC_INT8)
 	$(VENV)/bin/mbert-edge export $(TOPIC)/s4 -o $(TOPIC)/b-s4-int8 --languages $(TOPIC_LANGS) $(TOPIC_INT8)
 	$(BENCH_VENV)/bin/python benchmarks/peer_files.py optimum $(TOPIC)/teacher $(TOPIC)/peer-optimum-int8
 	$(PY) benchmarks/peer_files.py openvino $(TOPIC)/b-teacher-fp32 $(TOPIC)/peer-openvino-int8
