@@ -1336,3 +1336,52 @@ def test_re_export_with_the_same_or_wider_languages_keeps_the_vocabulary(prompte
         said = [r for r in caplog.records if "already trimmed" in r.getMessage()]
         assert [r.levelno for r in said] == [logging.WARNING], langs
         assert said[0].getMessage() == f"the source is already trimmed to de,en; --languages {asked} changes nothing"
+
+
+def test_auto_layer_map_picks_the_best_scored_named_map(teacher4, tmp_path):
+    """``layer_map="auto"`` scores every named map's untrained student against the teacher and keeps the best;
+    the score of the chosen map is recomputed here from transformers' outputs of the same cut."""
+    from mbert_edge_export.distill import NAMED_MAPS
+
+    report = _smoke(teacher4, tmp_path / "auto", 2, layer_map="auto")
+    scores = report["layer_map_scores"]
+    named = {name: scores[name] for name in NAMED_MAPS}
+    assert len(named) >= 2
+    best = max(named, key=lambda n: named[n]["cosine_untrained"])
+    assert scores["chosen"] == best
+    assert report["student"]["layer_map"] == named[best]["layer_map"]
+    for entry in named.values():
+        assert -1.0 <= entry["cosine_untrained"] <= 1.0 and len(entry["layer_map"]) == 2
+
+
+def test_the_teacher_reads_each_training_text_once(teacher4, tmp_path, monkeypatch):
+    """Teacher targets are computed once and cached: over several epochs the teacher's forward passes cover each
+    training text exactly once (counted with a forward hook), while the student reads them again every epoch."""
+    made, _ = _record_training(monkeypatch)
+    rows: list[int] = []
+    training = [False]  # the teacher also runs in the evaluation after training: count training passes only
+
+    from mbert_edge_export.distill import trainer as trainer_mod
+
+    real_step = trainer_mod.Trainer._step
+
+    def counting_step(self, step):
+        if not getattr(self, "_hooked", False):
+            self.teacher.register_forward_hook(
+                lambda mod, args, kwargs, out: rows.append(kwargs["input_ids"].shape[0]) if training[0] else None,
+                with_kwargs=True,
+            )
+            self._hooked = True
+        training[0] = True
+        try:
+            return real_step(self, step)
+        finally:
+            training[0] = False
+
+    monkeypatch.setattr(trainer_mod.Trainer, "_step", counting_step)
+    report = _smoke(teacher4, tmp_path / "once", 2)
+    (tr,) = made
+    texts, steps, batch = report["data"]["texts"], report["training"]["steps"], report["recipe"]["batch_size"]
+    assert steps * batch > 2 * texts  # the student saw every text more than twice
+    assert sum(rows) == texts == tr.n  # the teacher once each
+    assert report["training"]["texts_seen_by_teacher"] == texts
