@@ -27,6 +27,7 @@ from mbert_edge_export.distill.evaluate import (  # noqa: E402
     Candidate,
     EvalTexts,
     evaluate,
+    format_report,
     gate,
     retrieval,
     retrieval_hits,
@@ -215,11 +216,14 @@ def test_classifier_agreement_and_accuracy_are_hand_counts(checkpoints):
     # gold labels: right for texts 0, 2, 3, 5, 7; wrong for 1 and 4; none for 6
     gold: list[int | None] = [p if i in (0, 2, 3, 5, 7) else (p + 1) % 3 for i, p in enumerate(user_pred)]
     gold[6] = None
+    user_langs = ["en"] * len(PARALLEL["en"]) + ["de"] * len(PARALLEL["de"])  # a 'lang' field in the user's file
     report = evaluate(
         TEXT_CLASSIFICATION,
         teacher,
         [swapped, itself],
-        EvalTexts(PARAGRAPHS, {}, [TrainingText(t, "user", g) for t, g in zip(user, gold, strict=True)]),
+        EvalTexts(
+            PARAGRAPHS, {}, [TrainingText(t, lang, g) for t, g, lang in zip(user, gold, user_langs, strict=True)]
+        ),
         ["en", "de"],
         min_retention=1.0,
     )
@@ -240,6 +244,14 @@ def test_classifier_agreement_and_accuracy_are_hand_counts(checkpoints):
     assert u["teacher"]["accuracy"] == _rounded(5 / 7) and u["itself"]["accuracy"] == _rounded(5 / 7)
     swapped_acc = sum(swapped_label[p] == g for p, g in labelled) / 7
     assert u["swapped"]["accuracy"] == _rounded(swapped_acc)
+    for lang in ("en", "de"):  # the same, per language of the labelled texts
+        mine = [(p, g) for p, g, c in zip(user_pred, gold, user_langs, strict=True) if c == lang and g is not None]
+        per = u["languages"][lang]
+        assert per["texts"] == len(mine)
+        right = sum(p == g for p, g in mine)
+        assert per["teacher"]["accuracy_counts"] == [right, len(mine)] == per["itself"]["accuracy_counts"], lang
+        assert per["swapped"]["accuracy_counts"] == [sum(swapped_label[p] == g for p, g in mine), len(mine)], lang
+        assert f"  {lang} ({len(mine)} labelled): accuracy teacher" in format_report(report)
     # the gate judges the last candidate (the model itself): every kept language at 1
     assert report["gate"]["passed"] is True and report["gate"]["value"] == 1.0
     assert report["gate"]["metric"] == "agreement"

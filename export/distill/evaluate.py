@@ -16,7 +16,8 @@ Embedding models, per language:
   teacher and the candidate, and their ratio.
 
 Classifiers and taggers: argmax agreement with the teacher on held-out paragraphs (taggers: per word, on its
-first sub-token), and accuracy on held-out user texts with gold labels.
+first sub-token), and accuracy on held-out user texts with gold labels (overall, and per language for texts
+whose line in the user's file has a ``lang`` field).
 
 Retention of a language is ``min(cosine_mean, retrieval ratio)`` for embeddings and the agreement for heads;
 the gate (``min_retention``) is judged on the worst kept language, not the mean.
@@ -37,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mbert_edge.manifest import FEATURE_EXTRACTION, TEXT_CLASSIFICATION, TOKEN_CLASSIFICATION
+from mbert_edge_export.distill.data import USER
 from mbert_edge_export.distill.modeling import TextEncoder, collate, length_batches, normalize, run
 from mbert_edge_export.distill.uncertainty import (
     LEVEL,
@@ -257,6 +259,20 @@ def evaluate(
             if task == TEXT_CLASSIFICATION and any(g is not None for g in gold):
                 pairs = [(int(np.argmax(o)), g) for o, g in zip(out, gold, strict=True) if g is not None]
                 user_row[m.name]["accuracy"] = _round(sum(p == g for p, g in pairs) / len(pairs))
+                by_lang = user_row.setdefault("languages", {})
+                for lang in sorted({t.lang for t in texts.user if t.lang != USER}):  # texts with a 'lang' field
+                    mine = [
+                        (int(np.argmax(o)) == g)
+                        for o, g, t in zip(out, gold, texts.user, strict=True)
+                        if g is not None and t.lang == lang
+                    ]
+                    if mine:
+                        by_lang.setdefault(lang, {"texts": len(mine)})[m.name] = {
+                            "accuracy": _round(sum(mine) / len(mine)),
+                            "accuracy_counts": [int(sum(mine)), len(mine)],
+                        }
+                if not by_lang:
+                    user_row.pop("languages")
         report["user"] = user_row
     for lang in langs:
         for c in candidates:
@@ -391,6 +407,9 @@ def format_report(report: dict[str, Any]) -> str:
                 f"your held-out texts ({u['texts']}): agreement {_f(u[student].get('agreement'))}"
                 + (f"; accuracy: {acc}" if acc else "")
             )
+            for lang, per in (u.get("languages") or {}).items():
+                accs = ", ".join(f"{n} {_f(per[n]['accuracy'])}" for n in [ref, *names] if n in per)
+                lines.append(f"  {lang} ({per['texts']} labelled): accuracy {accs}")
     mean = ev["mean"].get(student, {})
     lines.append("mean: " + ", ".join(f"{k} {_f(v)}" for k, v in mean.items()))
     g = ev["gate"]
