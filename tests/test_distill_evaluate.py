@@ -159,6 +159,8 @@ def test_teacher_against_itself_retains_everything(checkpoints):
         mine = row["itself"]
         assert mine["cosine_mean"] == pytest.approx(1.0, abs=1e-6), lang
         assert mine["cosine_p5"] == pytest.approx(1.0, abs=1e-6), lang
+        lo, hi = mine["cosine_mean_interval"]
+        assert lo <= 1.0 and hi == 1.0, lang  # a cosine interval never passes 1
         assert mine["neighbours@10"] == 1.0, lang
         assert mine["retention"] == pytest.approx(1.0, abs=1e-6), lang
     # English is the pivot: German carries the retrieval figures, both directions over the 4 pairs

@@ -136,6 +136,14 @@ def _interval(bounds: tuple[float, float]) -> list[float]:
     return rounded(bounds)
 
 
+def _cosine_interval(bounds: tuple[float, float] | None) -> list[float] | None:
+    """A mean cosine's interval, clipped to what a cosine can be (the normal interval can pass 1 by rounding)."""
+    if bounds is None:
+        return None
+    lo, hi = _interval(bounds)
+    return [max(-1.0, lo), min(1.0, hi)]
+
+
 def _topk(emb: np.ndarray, k: int) -> np.ndarray:
     sim = emb @ emb.T
     np.fill_diagonal(sim, -np.inf)
@@ -200,7 +208,7 @@ def evaluate(
                     rows[lang][c.name].update(
                         {
                             "cosine_mean": _round(cos[sel].mean()),
-                            "cosine_mean_interval": _interval(iv) if (iv := mean_interval(cos[sel])) else None,
+                            "cosine_mean_interval": _cosine_interval(mean_interval(cos[sel])),
                             "cosine_p5": _round(np.percentile(cos[sel], 5)),
                             "neighbours@10": _round(recall[sel].mean()) if recall is not None else None,
                         }
