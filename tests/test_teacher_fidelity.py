@@ -52,7 +52,9 @@ def _teacher_embeddings(teacher: Path, texts: list[str], max_length: int) -> np.
     return emb / np.linalg.norm(emb, axis=1, keepdims=True)
 
 
-def _bundle_embeddings(bundle: Path, model_file: str, texts: list[str], max_length: int) -> np.ndarray:
+def _onnx_outputs(bundle: Path, model_file: str, texts: list[str], max_length: int) -> list[np.ndarray]:
+    """The file's first output per text, one text per run (no padding to account for), read with ``tokenizers``
+    from the bundle's tokenizer.json and an ONNX Runtime session."""
     import onnxruntime as ort
     from tokenizers import Tokenizer
 
@@ -61,13 +63,16 @@ def _bundle_embeddings(bundle: Path, model_file: str, texts: list[str], max_leng
     tok.enable_truncation(max_length)
     session = ort.InferenceSession(str(bundle / model_file), providers=["CPUExecutionProvider"])
     names = [i.name for i in session.get_inputs()]
-    rows = []
-    for text in texts:  # one text per run: no padding to account for
+    out = []
+    for text in texts:
         ids = np.array([tok.encode(text).ids], dtype=np.int64)
         feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
-        hidden = session.run(None, {n: feeds[n] for n in names})[0]
-        rows.append(hidden[0].mean(0))
-    emb = np.stack(rows)
+        out.append(session.run(None, {n: feeds[n] for n in names})[0][0])
+    return out
+
+
+def _bundle_embeddings(bundle: Path, model_file: str, texts: list[str], max_length: int) -> np.ndarray:
+    emb = np.stack([hidden.mean(0) for hidden in _onnx_outputs(bundle, model_file, texts, max_length)])
     return emb / np.linalg.norm(emb, axis=1, keepdims=True)
 
 
@@ -158,9 +163,6 @@ def test_switched_off_and_not_for_ordinary_sources(student, checkpoints, tmp_pat
 def test_a_classifier_student_is_judged_by_agreement_per_language(checkpoints, tmp_path):
     """For a head, the section's agreement per language is the share of held-out paragraphs on which the bundle's
     file picks the teacher's label, counted here from transformers' and ONNX Runtime's argmaxes."""
-    import onnxruntime as ort
-    from tokenizers import Tokenizer
-
     teacher = checkpoints["text-classification"]
     out = tmp_path / "student"
     report = distill(str(teacher), out, 1, preset="smoke", threads=1)
@@ -171,21 +173,12 @@ def test_a_classifier_student_is_judged_by_agreement_per_language(checkpoints, t
     max_length = report["recipe"]["max_length"]
     tok = transformers.AutoTokenizer.from_pretrained(teacher)
     model = transformers.AutoModelForSequenceClassification.from_pretrained(teacher).eval()
-    student_tok = Tokenizer.from_file(str(bundle / "tokenizer.json"))
-    student_tok.no_padding()
-    student_tok.enable_truncation(max_length)
-    session = ort.InferenceSession(str(bundle / "model.onnx"), providers=["CPUExecutionProvider"])
-    names = [i.name for i in session.get_inputs()]
     for lang in ("en", "ru"):
         texts = held_out_texts([lang], report["recipe"]["eval_texts"])[lang]
         with torch.no_grad():
             enc = tok(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
             theirs = model(**enc).logits.argmax(-1).tolist()
-        mine = []
-        for text in texts:
-            ids = np.array([student_tok.encode(text).ids], dtype=np.int64)
-            feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
-            mine.append(int(session.run(None, {n: feeds[n] for n in names})[0][0].argmax()))
+        mine = [int(logits.argmax()) for logits in _onnx_outputs(bundle, "model.onnx", texts, max_length)]
         same = sum(a == b for a, b in zip(theirs, mine, strict=True))
         row = section["languages"][lang]["model.onnx"]
         assert row["agreement_counts"] == [same, len(texts)], lang

@@ -38,8 +38,8 @@ from mbert_edge.bundle import sha256_file
 from mbert_edge.manifest import TOKEN_CLASSIFICATION
 from mbert_edge_export import bundle_writer
 from mbert_edge_export.distill import pruning
-from mbert_edge_export.distill.data import TrainingData, build_training_data, evaluation_parallel, held_out_texts
-from mbert_edge_export.distill.evaluate import Candidate, EvalTexts, evaluate, format_report
+from mbert_edge_export.distill.data import TrainingData, build_training_data
+from mbert_edge_export.distill.evaluate import Candidate, evaluate, evaluation_set, format_report
 from mbert_edge_export.distill.layers import NAMED_MAPS, make_student, named_map, read_init_student
 from mbert_edge_export.distill.modeling import TextEncoder, collate, length_batches, run
 from mbert_edge_export.distill.precision import resolve as resolve_precision
@@ -302,10 +302,13 @@ def distill(
         training = trainer.train(deadline, on_step, clock_start=started)
 
     log.info("evaluating on held-out text")
-    kept = list(settings.languages) if settings.languages else list(settings.eval_languages)
-    eval_langs = sorted(set(kept) | set(settings.eval_languages))
-    parallel = evaluation_parallel(eval_langs, kept, settings.parallel_sentences)
-    eval_texts = EvalTexts(held_out_texts(eval_langs, settings.eval_texts), parallel, data.held_out_user)
+    kept, eval_texts = evaluation_set(
+        settings.languages,
+        settings.eval_languages,
+        settings.eval_texts,
+        settings.parallel_sentences,
+        data.held_out_user,
+    )
     reference = Candidate("teacher", loaded.model, TextEncoder(loaded.tokenizer, settings.max_length))
     candidates = []
     if teacher_src is not loaded:

